@@ -1,0 +1,210 @@
+"""The command line: serve, simulate, demo, once and check."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+from . import __version__, logs
+from .collectors import COLLECTORS
+from .config import ConfigError, Settings, _listen_address, load
+from .engine import Engine, describe_error
+from .exposition import Renderer
+from .sources import rest
+from .store import MetricStore
+
+log = logging.getLogger("databricks_exporter")
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="databricks-exporter",
+                                     description="Prometheus exporter for Databricks workspaces.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def exporter_flags(p: argparse.ArgumentParser, web: bool = True) -> None:
+        p.add_argument("--config.file", dest="config_file", metavar="PATH",
+                       help="YAML configuration (default: one workspace from DATABRICKS_HOST and its credential)")
+        if web:
+            p.add_argument("--web.listen-address", dest="listen_address", metavar="HOST:PORT",
+                           help="where /metrics is served (default 0.0.0.0:9977)")
+        p.add_argument("--state.file", dest="state_file", metavar="PATH",
+                       help="where cursors and counters persist across restarts")
+        p.add_argument("--log.level", dest="log_level", choices=["debug", "info", "warning", "error"])
+        p.add_argument("--log.format", dest="log_format", choices=["text", "json"])
+        for name, spec in COLLECTORS.items():
+            default = "enabled" if spec.default_enabled else "disabled"
+            p.add_argument(f"--collector.{name}", dest=f"collector_{name}", action="store_true", default=None,
+                           help=f"enable the {name} collector ({default} by default)")
+            p.add_argument(f"--no-collector.{name}", dest=f"collector_{name}", action="store_false",
+                           help=argparse.SUPPRESS)
+
+    exporter_flags(commands.add_parser("serve", help="run the exporter"))
+    exporter_flags(commands.add_parser("once", help="run every enabled collector once and print the metrics"),
+                   web=False)
+    exporter_flags(commands.add_parser("check", help="validate the configuration and the credential's permissions"),
+                   web=False)
+    sim = commands.add_parser("simulate", help="run the simulated Databricks workspace")
+    sim.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT")
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--token", default=None, help="the PAT the simulator accepts (default: a fixed demo token)")
+    demo = commands.add_parser("demo", help="run the simulated workspace and the exporter together")
+    exporter_flags(demo)
+    demo.add_argument("--sim.listen", dest="sim_listen", default="127.0.0.1:8080", metavar="HOST:PORT")
+    demo.add_argument("--seed", type=int, default=1)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load(args.config_file, COLLECTORS)
+    if getattr(args, "listen_address", None):
+        try:
+            settings.listen_address = _listen_address(args.listen_address)
+        except ValueError as exc:
+            raise ConfigError(f"--web.listen-address: {exc}") from None
+    settings.state_file = args.state_file or settings.state_file
+    settings.log_level = args.log_level or settings.log_level
+    settings.log_format = args.log_format or settings.log_format
+    for name, collector in settings.collectors.items():
+        flag = getattr(args, f"collector_{name}", None)
+        if flag is not None:
+            collector.enabled = flag
+    return settings
+
+
+def _check_credentials(settings: Settings) -> None:
+    """Fail at start, with exit code 2, when a workspace has no usable credential; network trouble is retried later."""
+    for index, workspace in enumerate(settings.workspaces):
+        try:
+            rest.make_client(workspace)
+        except ValueError as exc:
+            if "credentials" in str(exc) or "auth" in str(exc).lower():
+                key = f"workspaces[{index}]" if settings.source != "<defaults>" else "DATABRICKS_TOKEN"
+                raise ConfigError(f"{settings.source}: {key}: no usable credential for {workspace.host or 'the host'}"
+                                  f" ({logs.REDACT(describe_error(exc))}); give a token, an OAuth client_id and "
+                                  f"client_secret, or a profile") from None
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+def cmd_serve(settings: Settings, banner: str = "") -> int:
+    from .web import serve
+
+    store = MetricStore(settings.state_file)
+    loaded = store.load()
+    engine = Engine(settings, store)
+    server = serve(settings.listen_address, Renderer(store), engine)
+    host, port = server.server_address[:2]
+    log.info("listening on http://%s:%s/metrics; %s", host, port, loaded,
+             extra={"collectors": ",".join(c.name for c in engine.enabled)})
+    if banner:
+        print(banner.format(port=port), flush=True)
+    engine.start()
+    _wait_for_signal()
+    log.info("shutting down")
+    engine.stop()
+    server.shutdown()
+    return 0
+
+
+def cmd_once(settings: Settings) -> int:
+    store = MetricStore(settings.state_file)
+    store.load()
+    failures = Engine(settings, store).run_once()
+    sys.stdout.buffer.write(Renderer(store).render())
+    sys.stdout.flush()
+    for failure in failures:
+        print(f"collector failed: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_check(settings: Settings) -> int:
+    ok = True
+    print(f"configuration {settings.source}: valid")
+    for workspace_settings in settings.workspaces:
+        print(f"\nworkspace {workspace_settings.name} ({workspace_settings.host or 'from profile'})")
+        try:
+            client = rest.make_client(workspace_settings)
+            workspace_id = rest.resolve_workspace_id(client, workspace_settings)
+            user = client.current_user.me()
+            print(f"  connected: workspace_id {workspace_id}, as {user.user_name or user.display_name}")
+        except Exception as exc:  # noqa: BLE001
+            print(f"  FAILED to connect: {logs.REDACT(describe_error(exc))}")
+            ok = False
+            continue
+        for name, collector_settings in settings.collectors.items():
+            if not collector_settings.enabled:
+                print(f"  {name:<12} disabled")
+                continue
+            spec = COLLECTORS[name]
+            try:
+                seen = spec(client, collector_settings, settings.lookback).check()
+                print(f"  {name:<12} OK        {seen}")
+            except Exception as exc:  # noqa: BLE001
+                ok = False
+                print(f"  {name:<12} FAILED    {logs.REDACT(describe_error(exc))}\n"
+                      f"  {'':<12}           needs: {spec.permission}")
+    print("\nall checks passed" if ok else "\nsome checks failed")
+    return 0 if ok else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .simulator.server import SimulatorServer
+
+    host, _, port = args.sim_listen.rpartition(":")
+    simulator = SimulatorServer(host=host or "127.0.0.1", port=int(port), seed=args.seed).start()
+    os.environ["DATABRICKS_HOST"] = simulator.url
+    os.environ["DATABRICKS_TOKEN"] = simulator.token
+    for name in ("DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET", "DATABRICKS_CONFIG_PROFILE"):
+        os.environ.pop(name, None)
+    settings = _settings(args)
+    if args.listen_address is None and args.config_file is None:
+        settings.listen_address = "127.0.0.1:9977"
+    logs.setup(settings.log_level, settings.log_format)
+    banner = (f"simulated workspace: {simulator.url}\n"
+              f"exporter:            http://127.0.0.1:{{port}}/  (metrics at /metrics; the first values "
+              f"arrive within a minute)\nPress Ctrl-C to stop.")
+    try:
+        return cmd_serve(settings, banner)
+    finally:
+        simulator.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "simulate":
+        from .simulator.server import run
+
+        logs.setup("info", "text")
+        run(args.listen, args.seed, args.token)
+        return 0
+    try:
+        if args.command == "demo":
+            return cmd_demo(args)
+        settings = _settings(args)
+        logs.register_secrets(settings)
+        logs.setup(settings.log_level, settings.log_format)
+        _check_credentials(settings)
+    except ConfigError as exc:
+        print(f"databricks-exporter: configuration error: {logs.REDACT(str(exc))}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "serve":
+        return cmd_serve(settings)
+    if args.command == "once":
+        return cmd_once(settings)
+    return cmd_check(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

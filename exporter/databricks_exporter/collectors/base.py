@@ -1,0 +1,101 @@
+"""What every collector shares: the registry by name, the base class, and the incremental cursor for exactly-once counting."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, ClassVar
+
+from ..config import CollectorSettings
+from ..store import Cycle
+
+COLLECTORS: dict[str, type["Collector"]] = {}
+
+
+def register(cls: type["Collector"]) -> type["Collector"]:
+    COLLECTORS[cls.name] = cls
+    return cls
+
+
+class Collector:
+    """One data source area. Reads through a source, keeps its cursor in `state`, writes into a Cycle."""
+
+    name: ClassVar[str]
+    default_interval: ClassVar[float] = 60.0
+    default_enabled: ClassVar[bool] = True
+    # Extra settings this collector accepts in its config section: key -> (kind, default).
+    options: ClassVar[dict[str, tuple[str, Any]]] = {}
+    # What `check` needs, in words a workspace admin understands.
+    permission: ClassVar[str] = ""
+    # Whether this collector counts completed work (and so has a counting_since).
+    counts_work: ClassVar[bool] = False
+
+    def __init__(self, client, settings: CollectorSettings, lookback: float, clock=time.time):
+        self.client = client
+        self.settings = settings
+        self.lookback = lookback
+        self.clock = clock
+
+    def collect(self, cycle: Cycle, state: dict) -> None:
+        """One cycle: emit into `cycle`, update `state` in place. Raise to fail the cycle (nothing is applied)."""
+        raise NotImplementedError
+
+    def check(self) -> str:
+        """Make the cheapest call that needs this collector's permission; return what it saw, or raise."""
+        raise NotImplementedError
+
+    def counting_since(self, state: dict) -> float:
+        """Where exactly-once counting began: now minus the lookback on the very first cycle, then persisted."""
+        if "counting_since" not in state:
+            state["counting_since"] = self.clock() - self.lookback
+        return state["counting_since"]
+
+
+class Cursor:
+    """An incremental cursor over items that carry a timestamp: a watermark, plus the ids already handled at or
+    after it. An item is new when it is at or after the watermark and not among those ids; overlap between
+    polls (same timestamp, re-listed pages, retries) is therefore harmless."""
+
+    def __init__(self, state: dict, watermark: float):
+        state.setdefault("watermark", watermark)
+        state.setdefault("seen", {})
+        self.state = state
+
+    @property
+    def watermark(self) -> float:
+        return self.state["watermark"]
+
+    def is_new(self, item_id: Any) -> bool:
+        return str(item_id) not in self.state["seen"]
+
+    def mark(self, item_id: Any, timestamp: float) -> None:
+        self.state["seen"][str(item_id)] = timestamp
+
+    def advance(self, watermark: float) -> None:
+        """Move the watermark forward (never back) and forget ids now behind it: the server will not list them."""
+        if watermark <= self.watermark:
+            return
+        self.state["watermark"] = watermark
+        self.state["seen"] = {k: ts for k, ts in self.state["seen"].items() if ts >= watermark}
+
+
+class NameFilter:
+    """include/exclude regular expressions on a name: included if any include matches (or none are given) and no
+    exclude matches."""
+
+    def __init__(self, include: list[str] | None, exclude: list[str] | None):
+        self.include = [re.compile(p) for p in include or []]
+        self.exclude = [re.compile(p) for p in exclude or []]
+
+    def __call__(self, name: str | None) -> bool:
+        name = name or ""
+        if self.include and not any(p.search(name) for p in self.include):
+            return False
+        return not any(p.search(name) for p in self.exclude)
+
+
+def enum_name(value: Any) -> str:
+    """SDK enums and raw strings alike, as the API spells them."""
+    if value is None:
+        return ""
+    return getattr(value, "value", value) if not isinstance(value, str) else value

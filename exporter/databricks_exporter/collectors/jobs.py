@@ -1,0 +1,190 @@
+"""Jobs: job metadata, completed runs counted exactly once, run durations and queueing, active runs, last success."""
+
+from __future__ import annotations
+
+import logging
+
+from databricks.sdk.errors import NotFound
+
+from .. import metrics as m
+from ..store import Cycle
+from .base import Collector, Cursor, NameFilter, register
+
+log = logging.getLogger(__name__)
+
+TERMINAL_LIFE_CYCLES = {"TERMINATED", "SKIPPED", "INTERNAL_ERROR"}
+FAILED_RESULTS = {"FAILED", "TIMEDOUT", "INTERNAL_ERROR"}
+ACTIVE_STATES = ("QUEUED", "PENDING", "RUNNING", "TERMINATING", "BLOCKED", "WAITING")
+
+
+def run_result(run: dict) -> str:
+    """The result label of a completed run: its result_state, or for runs that have none (SKIPPED,
+    INTERNAL_ERROR) the life_cycle_state. The simulator's truth uses the same rule."""
+    state = run.get("state") or {}
+    return state.get("result_state") or state.get("life_cycle_state") or "UNKNOWN"
+
+
+def is_terminal(run: dict) -> bool:
+    state = run.get("state") or {}
+    status = run.get("status") or {}
+    return state.get("life_cycle_state") in TERMINAL_LIFE_CYCLES or status.get("state") == "TERMINATED"
+
+
+def active_state(run: dict) -> str:
+    """The current state of a run still going, preferring the newer `status` over the deprecated `state`."""
+    status = (run.get("status") or {}).get("state")
+    if status in ACTIVE_STATES:
+        return status
+    life_cycle = (run.get("state") or {}).get("life_cycle_state")
+    return {"WAITING_FOR_RETRY": "WAITING"}.get(life_cycle, life_cycle or "PENDING")
+
+
+def run_duration_seconds(run: dict) -> float:
+    """Execution time without queueing: run_duration for multitask runs, else setup + execution + cleanup,
+    else end - start - queue."""
+    total = run.get("run_duration") or 0
+    if not total:
+        total = sum(run.get(k) or 0 for k in ("setup_duration", "execution_duration", "cleanup_duration"))
+    if not total and run.get("end_time") and run.get("start_time"):
+        total = run["end_time"] - run["start_time"] - (run.get("queue_duration") or 0)
+    return max(total, 0) / 1000.0
+
+
+def retries(run: dict) -> int:
+    """Retry attempts in a run: the run itself if it is a retry, plus each task's attempts after the first."""
+    latest: dict[str, int] = {}
+    for task in run.get("tasks") or []:
+        key = task.get("task_key", "")
+        latest[key] = max(latest.get(key, 0), task.get("attempt_number") or 0)
+    return (1 if (run.get("attempt_number") or 0) > 0 else 0) + sum(latest.values())
+
+
+@register
+class JobsCollector(Collector):
+    name = "jobs"
+    default_interval = 60.0
+    counts_work = True
+    permission = "CAN VIEW on the jobs to watch (workspace admins see all jobs)"
+    options = {
+        "include": ("regex_list", []),
+        "exclude": ("regex_list", []),
+        "task_metrics": ("bool", False),
+        # Runs listed up to this long before the newest start time seen are listed again next cycle, in case
+        # the API makes a run visible a little after runs that started later. Seen ids make the overlap harmless.
+        "listing_margin": ("duration", 10.0),
+        # On the very first start, runs that started this long before counting began are scanned once, so a run
+        # that started before counting_since and finished after it is still counted.
+        "max_run_duration": ("duration", 86400.0),
+    }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.wanted = NameFilter(self.settings.options.get("include"), self.settings.options.get("exclude"))
+
+    def check(self) -> str:
+        jobs = list(self._iter_jobs(limit=1, first_page_only=True))
+        return f"listed jobs ({len(jobs)} on the first page)"
+
+    def _iter_jobs(self, limit=100, first_page_only=False):
+        for index, job in enumerate(self.client.jobs.list(limit=limit)):
+            yield job.as_dict()
+            if first_page_only and index + 1 >= limit:
+                return
+
+    def collect(self, cycle: Cycle, state: dict) -> None:
+        since_ms = self.counting_since(state) * 1000
+        names = self._emit_jobs(cycle)
+        cursor = Cursor(state.setdefault("runs", {}),
+                        since_ms - self.settings.options["max_run_duration"] * 1000)
+        pending: dict[str, float] = state.setdefault("pending", {})
+        last = {"success": state.setdefault("last_success", {}), "failure": state.setdefault("last_failure", {})}
+        active: dict[str, tuple[str, str]] = {}   # run_id -> (job_id, state)
+
+        def complete(run: dict) -> None:
+            pending.pop(str(run["run_id"]), None)
+            if (run.get("end_time") or 0) < since_ms:
+                return  # finished before counting began
+            job_id = str(run.get("job_id", ""))
+            if job_id in names and not self.wanted(names[job_id]):
+                return
+            self._count_run(cycle, job_id, run, last)
+
+        newest = cursor.watermark
+        for run in self._list_runs(start_time_from=int(cursor.watermark), expand_tasks=True):
+            run_id, start = str(run["run_id"]), run.get("start_time") or 0
+            newest = max(newest, start)
+            if not cursor.is_new(run_id) and run_id not in pending:
+                continue
+            cursor.mark(run_id, start)
+            job_id = str(run.get("job_id", ""))
+            if job_id in names and not self.wanted(names[job_id]):
+                pending.pop(run_id, None)
+                continue
+            if is_terminal(run):
+                complete(run)
+            else:
+                pending[run_id] = start
+                active[run_id] = (job_id, active_state(run))
+
+        for run in self._list_runs(active_only=True):
+            active[str(run["run_id"])] = (str(run.get("job_id", "")), active_state(run))
+            # A run we have not met (it started before the watermark, e.g. before the first start) is followed too.
+            pending.setdefault(str(run["run_id"]), run.get("start_time") or 0)
+
+        # Runs we follow that left the active list finished (or are BLOCKED/WAITING): one runs/get each.
+        for run_id in [r for r in pending if r not in active]:
+            try:
+                run = self.client.jobs.get_run(int(run_id)).as_dict()
+            except NotFound:
+                pending.pop(run_id, None)   # deleted: nothing to count
+                continue
+            if is_terminal(run):
+                complete(run)
+            else:
+                active[run_id] = (str(run.get("job_id", "")), active_state(run))
+
+        cursor.advance(newest - self.settings.options["listing_margin"] * 1000)
+
+        for job_id, run_state in active.values():
+            if job_id not in names or self.wanted(names[job_id]):
+                cycle.count_gauge(m.JOB_RUNS_ACTIVE, job_id=job_id, state=run_state)
+        for kind, metric in (("success", m.JOB_LAST_SUCCESS), ("failure", m.JOB_LAST_FAILURE)):
+            for job_id, when in last[kind].items():
+                if job_id in names and self.wanted(names[job_id]):
+                    cycle.gauge(metric, when, job_id=job_id)
+
+    def _list_runs(self, **kwargs):
+        for run in self.client.jobs.list_runs(limit=25, **kwargs):
+            yield run.as_dict()
+
+    def _emit_jobs(self, cycle: Cycle) -> dict[str, str]:
+        names = {}
+        for job in self._iter_jobs():
+            job_id = str(job["job_id"])
+            settings = job.get("settings") or {}
+            names[job_id] = settings.get("name") or ""
+            if not self.wanted(names[job_id]):
+                continue
+            schedule = settings.get("schedule")
+            paused = "none" if not schedule else str(schedule.get("pause_status") == "PAUSED").lower()
+            cycle.gauge(m.JOB_INFO, 1, job_id=job_id, job_name=names[job_id], schedule_paused=paused)
+        return names
+
+    def _count_run(self, cycle: Cycle, job_id: str, run: dict, last: dict) -> None:
+        result = run_result(run)
+        cycle.inc(m.JOB_RUNS, job_id=job_id, result_state=result, trigger=run.get("trigger") or "")
+        cycle.observe(m.JOB_RUN_DURATION, run_duration_seconds(run), job_id=job_id)
+        cycle.observe(m.JOB_RUN_QUEUE_DURATION, (run.get("queue_duration") or 0) / 1000.0, job_id=job_id)
+        cycle.inc(m.JOB_RUN_RETRIES, retries(run), job_id=job_id)
+        end = (run.get("end_time") or 0) / 1000.0
+        kind = "success" if result == "SUCCESS" else "failure" if result in FAILED_RESULTS else None
+        if kind and end > last[kind].get(job_id, 0):
+            last[kind][job_id] = end
+        if self.settings.options["task_metrics"]:
+            latest: dict[str, dict] = {}
+            for task in run.get("tasks") or []:
+                key = task.get("task_key", "")
+                if (task.get("attempt_number") or 0) >= (latest.get(key, {}).get("attempt_number") or 0):
+                    latest[key] = task
+            for key, task in latest.items():
+                cycle.inc(m.JOB_TASK_RUNS, job_id=job_id, task_key=key, result_state=run_result(task))

@@ -1,0 +1,253 @@
+"""Configuration: defaults that work with only DATABRICKS_HOST and a credential, a strictly validated YAML file for the rest."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import yaml
+
+DEFAULT_LISTEN = "0.0.0.0:9977"
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message names the file, the key and what is wrong."""
+
+
+@dataclass
+class CollectorSettings:
+    name: str
+    enabled: bool
+    interval: float
+    timeout: float
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class WorkspaceSettings:
+    name: str
+    # Passed to databricks-sdk's Config as keyword arguments; empty means "from the environment / ~/.databrickscfg".
+    auth: dict[str, str]
+    workspace_id: str | None = None
+
+    @property
+    def host(self) -> str:
+        return self.auth.get("host") or os.environ.get("DATABRICKS_HOST", "")
+
+
+@dataclass
+class Settings:
+    workspaces: list[WorkspaceSettings]
+    collectors: dict[str, CollectorSettings]
+    state_file: str | None = None
+    lookback: float = 3600.0
+    listen_address: str = DEFAULT_LISTEN
+    log_level: str = "info"
+    log_format: str = "text"
+    source: str = "<defaults>"
+
+
+# Keys of a workspace entry that go straight to databricks-sdk's Config (its unified auth).
+AUTH_KEYS = (
+    "host", "token", "profile", "config_file", "auth_type", "client_id", "client_secret",
+    "azure_client_id", "azure_client_secret", "azure_tenant_id", "azure_workspace_resource_id",
+)
+SECRET_KEYS = ("token", "client_secret", "azure_client_secret")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def parse_duration(value: Any) -> float:
+    """'30s', '5m', '1h', '1d', '250ms' or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 5m or 1h")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"expected a duration such as 30s, 5m or 1h, got {value!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _expand_env(value: str, where: str) -> str:
+    """${VAR} in a string comes from the environment, so secrets need not be written into the file."""
+    def sub(match):
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(f"{where}: environment variable {name} is not set")
+        return os.environ[name]
+    return _ENV_REF.sub(sub, value)
+
+
+class _Reader:
+    """Walks one mapping of the YAML document, remembering where it is so errors can name the key."""
+
+    def __init__(self, source: str, path: str, data: Any):
+        self.source, self.path = source, path
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise self.error(f"expected a mapping, got {type(data).__name__}")
+        self.data, self.used = data, set()
+
+    def where(self, key: str | None = None) -> str:
+        path = f"{self.path}.{key}" if self.path and key else (key or self.path or "<top level>")
+        return f"{self.source}: {path}"
+
+    def error(self, message: str, key: str | None = None) -> ConfigError:
+        return ConfigError(f"{self.where(key)}: {message}")
+
+    def get(self, key: str, kind: str, default: Any = None, check: Callable[[Any], Any] | None = None) -> Any:
+        self.used.add(key)
+        if key not in self.data or self.data[key] is None:
+            return default
+        value = self.data[key]
+        try:
+            value = _coerce(value, kind)
+            if isinstance(value, str):
+                value = _expand_env(value, self.where(key))
+            return check(value) if check else value
+        except ConfigError:
+            raise
+        except (TypeError, ValueError, re.error) as exc:
+            raise self.error(str(exc), key) from None
+
+    def child(self, key: str) -> "_Reader":
+        self.used.add(key)
+        return _Reader(self.source, f"{self.path}.{key}" if self.path else key, self.data.get(key))
+
+    def finish(self) -> None:
+        unknown = sorted(set(map(str, self.data)) - self.used)
+        if unknown:
+            raise self.error(f"unknown key (allowed: {', '.join(sorted(self.used))})", unknown[0])
+
+
+def _coerce(value: Any, kind: str) -> Any:
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise TypeError(f"expected true or false, got {value!r}")
+    elif kind == "str":
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            raise TypeError(f"expected a string, got {value!r}")
+        value = str(value)
+    elif kind == "duration":
+        value = parse_duration(value)
+    elif kind == "regex_list":
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise TypeError(f"expected a list of regular expressions, got {value!r}")
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+    elif kind == "list":
+        if not isinstance(value, list):
+            raise TypeError(f"expected a list, got {value!r}")
+    elif kind == "int":
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError("must be greater than zero")
+    return value
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if value.lower() not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}, got {value!r}")
+        return value.lower()
+    return check
+
+
+def _listen_address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return value
+
+
+def load(path: str | None, collector_specs: dict[str, Any]) -> Settings:
+    """Read settings from a YAML file (or defaults when path is None). collector_specs maps a collector name
+    to its class, which declares default_interval, default_enabled and its own options."""
+    source = path or "<defaults>"
+    data: Any = {}
+    if path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = yaml.safe_load(handle)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the configuration file: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    top = _Reader(source, "", data)
+    settings = Settings(workspaces=[], collectors={}, source=source)
+    settings.state_file = top.get("state_file", "str")
+    settings.lookback = top.get("lookback", "duration", 3600.0)
+    web = top.child("web")
+    settings.listen_address = web.get("listen_address", "str", DEFAULT_LISTEN, _listen_address)
+    web.finish()
+    log = top.child("log")
+    settings.log_level = log.get("level", "str", "info", _choice("debug", "info", "warning", "error"))
+    settings.log_format = log.get("format", "str", "text", _choice("text", "json"))
+    log.finish()
+
+    collectors = top.child("collectors")
+    for name, spec in collector_specs.items():
+        section = collectors.child(name)
+        interval = section.get("interval", "duration", float(spec.default_interval), _positive)
+        settings.collectors[name] = CollectorSettings(
+            name=name,
+            enabled=section.get("enabled", "bool", spec.default_enabled),
+            interval=interval,
+            # A cycle that takes longer than its interval is a failure: the next one is already due.
+            timeout=section.get("timeout", "duration", max(interval, 10.0), _positive),
+            options={key: section.get(key, kind, default) for key, (kind, default) in spec.options.items()},
+        )
+        section.finish()
+    collectors.finish()
+
+    entries = top.data.get("workspaces")
+    top.used.add("workspaces")
+    if entries is None:
+        entries = [{}]
+    if not isinstance(entries, list) or not entries:
+        raise top.error("expected a non-empty list of workspaces", "workspaces")
+    names = set()
+    for index, entry in enumerate(entries):
+        reader = _Reader(source, f"workspaces[{index}]", entry)
+        auth = {key: value for key in AUTH_KEYS if (value := reader.get(key, "str")) is not None}
+        if "host" in auth and not re.match(r"^(https?://)?[A-Za-z0-9.\-\[\]:]+/?$", auth["host"]):
+            raise reader.error(f"not a workspace URL: {auth['host']!r}", "host")
+        workspace = WorkspaceSettings(
+            name=reader.get("name", "str") or "",
+            auth=auth,
+            workspace_id=reader.get("workspace_id", "str"),
+        )
+        reader.finish()
+        if not workspace.host and not auth.get("profile") and not os.environ.get("DATABRICKS_CONFIG_PROFILE"):
+            where = reader.where("host") if path else "DATABRICKS_HOST"
+            raise ConfigError(f"{where}: no workspace host: set DATABRICKS_HOST (and a credential such as "
+                              f"DATABRICKS_TOKEN) or give workspaces[].host in a --config.file")
+        workspace.name = workspace.name or _default_name(workspace.host) or f"workspace-{index}"
+        if workspace.name in names:
+            raise reader.error(f"duplicate workspace name {workspace.name!r}", "name")
+        names.add(workspace.name)
+        settings.workspaces.append(workspace)
+    top.finish()
+    return settings
+
+
+def _default_name(host: str) -> str:
+    return re.sub(r"^https?://", "", host or "").rstrip("/")

@@ -1,0 +1,107 @@
+"""The HTTP endpoint: /metrics from the store (never calling Databricks), a landing page, /healthz and /readyz."""
+
+from __future__ import annotations
+
+import html
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from . import __version__
+from .exposition import OPENMETRICS, TEXT, Renderer, wants_openmetrics
+from .logs import REDACT
+
+log = logging.getLogger(__name__)
+
+
+class ExporterHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], renderer: Renderer, engine):
+        self.renderer = renderer
+        self.engine = engine
+        super().__init__(address, Handler)
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: ExporterHTTPServer
+    protocol_version = "HTTP/1.1"
+    server_version = f"databricks-exporter/{__version__}"
+
+    def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
+        log.debug("http %s", format % args)
+
+    def do_GET(self):  # noqa: N802 - the stdlib's naming
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._metrics()
+        elif path == "/":
+            self._send(200, "text/html; charset=utf-8", landing_page(self.server.engine).encode())
+        elif path == "/healthz":
+            self._send(200, "text/plain; charset=utf-8", b"ok\n")
+        elif path == "/readyz":
+            engine = self.server.engine
+            if engine.ready():
+                self._send(200, "text/plain; charset=utf-8", b"ready\n")
+            else:
+                waiting = sorted(f"{w}/{c}" for (w, c), s in engine.status.items() if not s.finished_cycles)
+                self._send(503, "text/plain; charset=utf-8",
+                           ("waiting for the first cycle of: " + ", ".join(waiting) + "\n").encode())
+        else:
+            self._send(404, "text/plain; charset=utf-8", b"not found; try /metrics\n")
+
+    def do_HEAD(self):  # noqa: N802
+        self.do_GET()
+
+    def _metrics(self):
+        openmetrics = wants_openmetrics(self.headers.get("Accept"))
+        gzipped = "gzip" in (self.headers.get("Accept-Encoding") or "")
+        body = self.server.renderer.render(openmetrics, gzipped)
+        self._send(200, OPENMETRICS if openmetrics else TEXT, body, {"Content-Encoding": "gzip"} if gzipped else {})
+
+    def _send(self, code: int, content_type: str, body: bytes, headers: dict | None = None):
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
+def landing_page(engine) -> str:
+    now = time.time()
+    rows = []
+    for (workspace, collector), status in sorted(engine.status.items()):
+        if not status.finished_cycles:
+            state = "starting"
+        elif status.timed_out(now):
+            state = "timed out"
+        else:
+            state = "up" if status.up else "failing"
+        last = f"{now - status.last_success:.0f}s ago" if status.last_success else "never"
+        rows.append(
+            f"<tr><td>{html.escape(workspace)}</td><td>{html.escape(collector)}</td><td class='{state.split()[0]}'>"
+            f"{state}</td><td>{status.interval:.0f}s</td><td>{status.duration:.2f}s</td><td>{last}</td>"
+            f"<td>{html.escape(REDACT(status.last_error))}</td></tr>")
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Databricks exporter</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 10px;text-align:left}}
+.up{{color:#1a7f37}}.failing,.timed{{color:#cf222e}}.starting{{color:#9a6700}}</style></head>
+<body><h1>Databricks exporter</h1><p>version {html.escape(__version__)}</p>
+<ul><li><a href="/metrics">/metrics</a></li><li><a href="/healthz">/healthz</a></li>
+<li><a href="/readyz">/readyz</a></li></ul>
+<h2>Collectors</h2><table><tr><th>workspace</th><th>collector</th><th>status</th><th>interval</th>
+<th>last cycle</th><th>last success</th><th>last error</th></tr>
+{''.join(rows)}</table></body></html>
+"""
+
+
+def serve(address: str, renderer: Renderer, engine) -> ExporterHTTPServer:
+    host, _, port = address.rpartition(":")
+    server = ExporterHTTPServer((host.strip("[]") or "0.0.0.0", int(port)), renderer, engine)
+    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    return server

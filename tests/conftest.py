@@ -1,0 +1,189 @@
+"""Shared fixtures: the simulated workspace in-process, the exporter as a real subprocess, and the real Prometheus."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_get(url: str, headers: dict | None = None, timeout: float = 10) -> tuple[int, dict, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def require_binary(name: str) -> str:
+    """Integration tests need the real servers; in CI a missing binary fails the run instead of skipping."""
+    path = shutil.which(name)
+    if path:
+        return path
+    if os.environ.get("CI"):
+        pytest.fail(f"{name} is not installed; .ci/run installs it with apt-get")
+    pytest.skip(f"{name} is not installed (apt-get install prometheus prometheus-alertmanager)")
+
+
+@pytest.fixture
+def simulator():
+    from databricks_exporter.simulator.server import SimulatorServer
+
+    server = SimulatorServer(port=0, seed=7).start()
+    yield server
+    server.shutdown()
+
+
+class ExporterProcess:
+    """`databricks-exporter serve` as a user runs it, with its stderr kept for inspection."""
+
+    def __init__(self, tmp_path: Path, simulator, config: dict | None = None, env: dict | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.state_file = tmp_path / "state.json"
+        self.log_path = tmp_path / "exporter.log"
+        self.config_path = tmp_path / "config.yml"
+        config = config or {}
+        config.setdefault("state_file", str(self.state_file))
+        config.setdefault("web", {"listen_address": f"127.0.0.1:{self.port}"})
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.env = {**os.environ, "DATABRICKS_HOST": simulator.url, "DATABRICKS_TOKEN": simulator.token,
+                    **(env or {})}
+        for name in ("DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET", "DATABRICKS_CONFIG_PROFILE"):
+            self.env.pop(name, None)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, *extra: str) -> "ExporterProcess":
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "databricks_exporter", "serve", "--config.file", str(self.config_path), *extra],
+            env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        wait_for(lambda: self._ready(), 60, what="exporter /readyz")
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"exporter exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            return http_get(self.url + "/readyz", timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    def metrics(self) -> str:
+        return http_get(self.url + "/metrics")[2].decode()
+
+    def kill(self, sig=signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
+        self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture
+def exporter_factory(tmp_path, simulator):
+    started: list[ExporterProcess] = []
+
+    def make(config: dict | None = None, env: dict | None = None) -> ExporterProcess:
+        exporter = ExporterProcess(tmp_path, simulator, config, env)
+        started.append(exporter)
+        return exporter
+
+    yield make
+    for exporter in started:
+        exporter.kill(signal.SIGTERM)
+
+
+FAST = {"collectors": {"clusters": {"interval": "2s"}, "warehouses": {"interval": "2s"},
+                       "jobs": {"interval": "2s"}}}
+
+
+def fast_config(**extra) -> dict:
+    return json.loads(json.dumps({**FAST, **extra}))
+
+
+class Prometheus:
+    """The real Prometheus server (Debian's package), scraping the given targets every second."""
+
+    def __init__(self, tmp_path: Path, targets: list[str], rule_files: list[str] | None = None, **scrape):
+        binary = require_binary("prometheus")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": rule_files or [],
+            "scrape_configs": [{"job_name": "databricks", "static_configs": [{"targets": targets}], **scrape}],
+        }
+        config_path = tmp_path / "prometheus.yml"
+        config_path.write_text(yaml.safe_dump(config))
+        self.log_path = tmp_path / "prometheus.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [binary, f"--config.file={config_path}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{self.port}"], stdout=self._log, stderr=subprocess.STDOUT)
+        wait_for(self._ready, 30, what="prometheus ready")
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"prometheus exited:\n{self.log_path.read_text()}")
+        try:
+            return http_get(self.url + "/-/ready", timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    def query(self, promql: str) -> list[dict]:
+        url = f"{self.url}/api/v1/query?query={urllib.parse.quote(promql)}"
+        status, _, body = http_get(url)
+        data = json.loads(body)
+        assert status == 200 and data["status"] == "success", body
+        return data["data"]["result"]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self._log.close()
+
+
+@pytest.fixture
+def prometheus_factory(tmp_path):
+    started: list[Prometheus] = []
+
+    def make(targets, **kwargs) -> Prometheus:
+        prom = Prometheus(tmp_path, targets, **kwargs)
+        started.append(prom)
+        return prom
+
+    yield make
+    for prom in started:
+        prom.stop()

@@ -1,0 +1,110 @@
+"""Unit tests for the metric store: cycles apply atomically, counters persist, damaged state files are survived."""
+
+import json
+import os
+
+import pytest
+
+from databricks_exporter import metrics as m
+from databricks_exporter.exposition import Renderer
+from databricks_exporter.store import Cycle, MetricStore, write_atomically
+
+
+def committed(store, owner="1/jobs", state=None, **emits):
+    cycle = Cycle("1")
+    for job_id, result in emits.get("runs", []):
+        cycle.inc(m.JOB_RUNS, job_id=job_id, result_state=result, trigger="PERIODIC")
+    for job_id, seconds in emits.get("durations", []):
+        cycle.observe(m.JOB_RUN_DURATION, seconds, job_id=job_id)
+    for job_id in emits.get("jobs", []):
+        cycle.gauge(m.JOB_INFO, 1, job_id=job_id, job_name=f"job {job_id}", schedule_paused="false")
+    store.commit(owner, cycle, state)
+    return cycle
+
+
+def test_counters_add_up_and_gauges_are_replaced_each_cycle():
+    store = MetricStore()
+    committed(store, runs=[("7", "SUCCESS"), ("7", "SUCCESS"), ("8", "FAILED")], jobs=["7", "8"])
+    committed(store, runs=[("7", "SUCCESS")], jobs=["7"])
+    assert store.value("databricks_job_runs_total", workspace_id="1", job_id="7", result_state="SUCCESS",
+                       trigger="PERIODIC") == 3
+    assert store.value("databricks_job_info", workspace_id="1", job_id="7", job_name="job 7",
+                       schedule_paused="false") == 1
+    # job 8 vanished from the second cycle's gauges, so it leaves /metrics; its counter stays.
+    assert store.value("databricks_job_info", workspace_id="1", job_id="8", job_name="job 8",
+                       schedule_paused="false") is None
+    assert store.value("databricks_job_runs_total", workspace_id="1", job_id="8", result_state="FAILED",
+                       trigger="PERIODIC") == 1
+
+
+def test_wrong_labels_are_rejected():
+    with pytest.raises(ValueError, match="takes labels"):
+        Cycle("1").inc(m.JOB_RUNS, job_id="1")
+
+
+def test_counters_histograms_and_cursor_survive_a_restart(tmp_path):
+    path = str(tmp_path / "state.json")
+    store = MetricStore(path)
+    committed(store, state={"cursor": 42}, runs=[("7", "SUCCESS")], durations=[("7", 45), ("7", 4000)])
+    again = MetricStore(path)
+    assert "loaded" in again.load()
+    assert again.state("1/jobs") == {"cursor": 42}
+    assert again.value("databricks_job_runs_total", workspace_id="1", job_id="7", result_state="SUCCESS",
+                       trigger="PERIODIC") == 1
+    hist = again.value("databricks_job_run_duration_seconds", workspace_id="1", job_id="7")
+    assert hist.count == 2 and hist.sum == 4045
+    assert dict(hist.cumulative(m.JOB_RUN_DURATION))[60] == 1
+
+
+@pytest.mark.parametrize("content", ["{\"version\": 1, \"count", "not json", "[]", "{\"version\": 99}", ""])
+def test_damaged_state_file_starts_afresh_and_is_kept_aside(tmp_path, content, caplog):
+    path = tmp_path / "state.json"
+    path.write_text(content)
+    store = MetricStore(str(path))
+    assert "damaged" in store.load()
+    assert store.state("1/jobs") == {}
+    assert (tmp_path / "state.json.corrupt").read_text() == content
+    assert "damaged" in caplog.text
+
+
+def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
+    path = tmp_path / "state.json"
+    write_atomically(str(path), "old")
+
+    def broken_fsync(fd):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError):
+        write_atomically(str(path), "new")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_keep_only_forgets_series_of_one_workspace():
+    store = MetricStore()
+    for ws in ("1", "2"):
+        cycle = Cycle(ws)
+        for cluster in ("a", "b"):
+            cycle.inc(m.CLUSTER_EVENTS, cluster_id=cluster, event_type="RUNNING")
+        store.commit(f"{ws}/clusters", cycle, {})
+    cycle = Cycle("1")
+    cycle.keep_only(m.CLUSTER_EVENTS, lambda labels: labels["cluster_id"] == "a")
+    store.commit("1/clusters", cycle, {})
+    series = {values for family in store.families() if family.metric is m.CLUSTER_EVENTS
+              for values, _ in family.samples}
+    assert series == {("1", "a", "RUNNING"), ("2", "a", "RUNNING"), ("2", "b", "RUNNING")}
+
+
+def test_exposition_is_cached_until_the_store_changes():
+    store = MetricStore()
+    renderer = Renderer(store)
+    committed(store, runs=[("7", "SUCCESS")])
+    first = renderer.render()
+    assert b'databricks_job_runs_total{job_id="7",result_state="SUCCESS",trigger="PERIODIC",workspace_id="1"} 1.0' \
+        in first
+    assert renderer.render() is first
+    committed(store, runs=[("7", "SUCCESS")])
+    assert b"} 2.0" in renderer.render()
+    om = renderer.render(openmetrics_format=True)
+    assert om.endswith(b"# EOF\n") and b"# TYPE databricks_job_runs counter" in om
