@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -116,7 +117,9 @@ def exporter_factory(tmp_path, simulator):
     started: list[ExporterProcess] = []
 
     def make(config: dict | None = None, env: dict | None = None) -> ExporterProcess:
-        exporter = ExporterProcess(tmp_path, simulator, config, env)
+        directory = tmp_path / f"exporter{len(started)}"
+        directory.mkdir()
+        exporter = ExporterProcess(directory, simulator, config, env)
         started.append(exporter)
         return exporter
 

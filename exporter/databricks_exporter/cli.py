@@ -14,12 +14,15 @@ from .collectors import COLLECTORS
 from .config import ConfigError, Settings, _listen_address, load
 from .engine import Engine, describe_error
 from .exposition import Renderer
+from .sinks import SINKS, start_sinks
 from .sources import rest
 from .store import MetricStore
 
 log = logging.getLogger("databricks_exporter")
 
 EXIT_CONFIG = 2
+# How long start-up validation may retry an unreachable host before calling it a configuration error.
+STARTUP_RETRY_SECONDS = 10
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    settings = load(args.config_file, COLLECTORS)
+    settings = load(args.config_file, COLLECTORS, SINKS)
     if getattr(args, "listen_address", None):
         try:
             settings.listen_address = _listen_address(args.listen_address)
@@ -78,17 +81,28 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _check_credentials(settings: Settings) -> None:
-    """Fail at start, with exit code 2, when a workspace has no usable credential; network trouble is retried later."""
+def _validate_workspaces(settings: Settings) -> None:
+    """Fail at start, with exit code 2, when a workspace has no usable credential, cannot be reached, or rejects
+    the credential: these are configuration mistakes. Once running, the same failures are only collector failures."""
+    from databricks.sdk.errors import PermissionDenied, Unauthenticated
+
     for index, workspace in enumerate(settings.workspaces):
+        where = f"{settings.source}: workspaces[{index}]" if settings.source != "<defaults>" else "environment"
         try:
-            rest.make_client(workspace)
+            client = rest.make_client(workspace, retry_timeout=STARTUP_RETRY_SECONDS)
         except ValueError as exc:
-            if "credentials" in str(exc) or "auth" in str(exc).lower():
-                key = f"workspaces[{index}]" if settings.source != "<defaults>" else "DATABRICKS_TOKEN"
-                raise ConfigError(f"{settings.source}: {key}: no usable credential for {workspace.host or 'the host'}"
-                                  f" ({logs.REDACT(describe_error(exc))}); give a token, an OAuth client_id and "
-                                  f"client_secret, or a profile") from None
+            raise ConfigError(f"{where}: no usable credential for {workspace.host or 'the host'} "
+                              f"({logs.REDACT(describe_error(exc))}); give a token (DATABRICKS_TOKEN), an OAuth "
+                              f"client_id and client_secret, or a profile") from None
+        try:
+            rest.resolve_workspace_id(client, workspace)
+            client.current_user.me()
+        except (Unauthenticated, PermissionDenied) as exc:
+            raise ConfigError(f"{where}.token: the workspace {workspace.host} rejected the credential "
+                              f"({logs.REDACT(describe_error(exc))})") from None
+        except Exception as exc:  # noqa: BLE001 - anything else means the host cannot be used
+            raise ConfigError(f"{where}.host: cannot reach {workspace.host}: {logs.REDACT(describe_error(exc))}") \
+                from None
 
 
 def _wait_for_signal() -> None:
@@ -111,8 +125,13 @@ def cmd_serve(settings: Settings, banner: str = "") -> int:
     if banner:
         print(banner.format(port=port), flush=True)
     engine.start()
+    stop = threading.Event()
+    sinks = start_sinks(settings, store, stop)
     _wait_for_signal()
     log.info("shutting down")
+    stop.set()
+    for sink in sinks:
+        sink.stop()
     engine.stop()
     server.shutdown()
     return 0
@@ -195,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings(args)
         logs.register_secrets(settings)
         logs.setup(settings.log_level, settings.log_format)
-        _check_credentials(settings)
+        if args.command == "serve":
+            _validate_workspaces(settings)
     except ConfigError as exc:
         print(f"databricks-exporter: configuration error: {logs.REDACT(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG

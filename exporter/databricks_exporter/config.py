@@ -26,6 +26,14 @@ class CollectorSettings:
 
 
 @dataclass
+class SinkSettings:
+    name: str
+    enabled: bool
+    interval: float
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class WorkspaceSettings:
     name: str
     # Passed to databricks-sdk's Config as keyword arguments; empty means "from the environment / ~/.databrickscfg".
@@ -41,6 +49,7 @@ class WorkspaceSettings:
 class Settings:
     workspaces: list[WorkspaceSettings]
     collectors: dict[str, CollectorSettings]
+    sinks: dict[str, SinkSettings] = field(default_factory=dict)
     state_file: str | None = None
     lookback: float = 3600.0
     listen_address: str = DEFAULT_LISTEN
@@ -154,6 +163,17 @@ def _coerce(value: Any, kind: str) -> Any:
     elif kind == "int":
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"expected an integer, got {value!r}")
+    elif kind == "float":
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise TypeError(f"expected a number, got {value!r}")
+        value = float(value)
+    elif kind == "str_list":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise TypeError(f"expected a list of strings, got {value!r}")
+    elif kind == "dict":
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise TypeError(f"expected a mapping, got {value!r}")
+        value = {k: str(v) for k, v in value.items()}
     return value
 
 
@@ -178,9 +198,10 @@ def _listen_address(value: str) -> str:
     return value
 
 
-def load(path: str | None, collector_specs: dict[str, Any]) -> Settings:
-    """Read settings from a YAML file (or defaults when path is None). collector_specs maps a collector name
-    to its class, which declares default_interval, default_enabled and its own options."""
+def load(path: str | None, collector_specs: dict[str, Any], sink_specs: dict[str, Any] | None = None) -> Settings:
+    """Read settings from a YAML file (or defaults when path is None). collector_specs and sink_specs map a
+    component's name to its class, which declares default_interval, default_enabled and its own options
+    (key -> (kind, default))."""
     source = path or "<defaults>"
     data: Any = {}
     if path:
@@ -217,6 +238,23 @@ def load(path: str | None, collector_specs: dict[str, Any]) -> Settings:
         )
         section.finish()
     collectors.finish()
+
+    sinks = top.child("sinks")
+    for name, spec in (sink_specs or {}).items():
+        section = sinks.child(name)
+        settings.sinks[name] = SinkSettings(
+            name=name,
+            enabled=section.get("enabled", "bool", spec.default_enabled),
+            interval=section.get("interval", "duration", float(spec.default_interval), _positive),
+            options={key: section.get(key, kind, default) for key, (kind, default) in spec.options.items()},
+        )
+        section.finish()
+        # What the kinds alone cannot check (limits, choices, optional packages), named by file and key; only for
+        # enabled sinks, since some checks read the environment (OTEL_EXPORTER_OTLP_PROTOCOL=grpc set for another
+        # program must not stop an exporter whose OTLP sink is off).
+        if settings.sinks[name].enabled and hasattr(spec, "validate_options"):
+            spec.validate_options(settings.sinks[name].options, section.error)
+    sinks.finish()
 
     entries = top.data.get("workspaces")
     top.used.add("workspaces")
