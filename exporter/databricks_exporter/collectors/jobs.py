@@ -74,7 +74,7 @@ class JobsCollector(Collector):
         "listing_margin": ("duration", 10.0),
         # On the very first start, runs that started this long before counting began are scanned once, so a run
         # that started before counting_since and finished after it is still counted.
-        "max_run_duration": ("duration", 86400.0),
+        "max_run_duration": ("duration", 6 * 3600.0),
     }
 
     def __init__(self, *args, **kwargs):

@@ -1,0 +1,468 @@
+"""HTTP front of the simulated workspace: the Databricks REST wire protocol (paths, flattened query strings,
+bearer and OAuth M2M auth, error bodies) over the standard library's ThreadingHTTPServer, plus unauthenticated
+/simulator/ control endpoints for tests (ground truth, pause/resume, request counts)."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import logging
+import re
+import secrets
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+from urllib.parse import parse_qs, urlsplit
+
+from .workspace import ApiError, SimulatedWorkspace, invalid_parameter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOKEN = "dapi-simulated-token"
+DEFAULT_CLIENT_ID = "simulated-client"
+DEFAULT_CLIENT_SECRET = "simulated-secret"
+OAUTH_TOKEN_TTL_S = 3600
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: bytes
+    headers: object
+    params: dict[str, str]
+    base_url: str
+    principal: str | None = None
+
+    def text(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[-1] if values else None
+
+    def integer(self, name: str) -> int | None:
+        value = self.text(name)
+        if value is None or value == "":
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            raise invalid_parameter(f"Invalid value for parameter {name}: expected an integer") from None
+
+    def boolean(self, name: str) -> bool | None:
+        # The SDK sends top-level booleans as true/false but nested ones (filter_by.is_pinned) as True/False.
+        value = self.text(name)
+        if value is None or value == "":
+            return None
+        if value.lower() in ("true", "1"):
+            return True
+        if value.lower() in ("false", "0"):
+            return False
+        raise invalid_parameter(f"Invalid value for parameter {name}: expected a boolean")
+
+    def values(self, name: str) -> list[str]:
+        return [v for v in self.query.get(name, []) if v != ""]
+
+    def json(self) -> dict:
+        if not self.body:
+            return {}
+        try:
+            body = json.loads(self.body)
+        except ValueError:
+            raise ApiError(400, "MALFORMED_REQUEST", "Invalid JSON given in the body of the request") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "MALFORMED_REQUEST", "The request body must be a JSON object")
+        return body
+
+
+@dataclass
+class Response:
+    status: int
+    body: dict
+    headers: dict | None = None
+
+
+@dataclass
+class Route:
+    method: str
+    template: str           # how the route is named in /simulator/stats
+    pattern: re.Pattern
+    handler: Callable[[Request], Response]
+    authenticated: bool = True
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    simulator: "SimulatorServer"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"     # keep-alive, as the SDK's requests session expects
+    # Headers and body go out in separate writes; without TCP_NODELAY, Nagle plus delayed ACKs add ~40 ms each.
+    disable_nagle_algorithm = True
+    server_version = "databricks-simulator"
+
+    def do_GET(self):
+        self.server.simulator.dispatch(self, "GET")
+
+    def do_POST(self):
+        self.server.simulator.dispatch(self, "POST")
+
+    def do_PUT(self):
+        self.server.simulator.dispatch(self, "PUT")
+
+    def do_PATCH(self):
+        self.server.simulator.dispatch(self, "PATCH")
+
+    def do_DELETE(self):
+        self.server.simulator.dispatch(self, "DELETE")
+
+    def log_message(self, format, *args):
+        # The default writes every request to stderr; dispatch() logs at DEBUG instead, without headers.
+        pass
+
+
+class SimulatorServer:
+    """Serves one SimulatedWorkspace over HTTP; construct, start(), point a WorkspaceClient at .url."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, seed: int = 1, token: str = DEFAULT_TOKEN,
+                 workspace: SimulatedWorkspace | None = None, *, client_id: str = DEFAULT_CLIENT_ID,
+                 client_secret: str = DEFAULT_CLIENT_SECRET, **workspace_kwargs):
+        self.workspace = workspace if workspace is not None else SimulatedWorkspace(seed=seed, **workspace_kwargs)
+        self.token = token
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self._issued_tokens: dict[str, float] = {}     # OAuth access token -> monotonic expiry
+        self._stats: Counter = Counter()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._httpd = _HTTPServer((host, port), _Handler)
+        self._httpd.simulator = self
+        bound_host, bound_port = self._httpd.server_address[:2]
+        # A wildcard bind is reachable locally; print an address a client can actually use.
+        public_host = "127.0.0.1" if bound_host in ("0.0.0.0", "") else bound_host
+        self.url = f"http://{public_host}:{bound_port}"
+        self.workspace.base_url = self.url
+        self.workspace.host_name = public_host
+        self.routes = self._routes()
+
+    # -- lifecycle
+
+    def start(self) -> "SimulatorServer":
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="databricks-simulator",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def shutdown(self) -> None:
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._httpd.server_close()
+
+    def __enter__(self) -> "SimulatorServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    # -- routing
+
+    def _routes(self) -> list[Route]:
+        def route(method, template, handler, authenticated=True, pattern=None):
+            regex = pattern or re.escape(template)
+            return Route(method, template, re.compile(regex + r"\Z"), handler, authenticated)
+
+        return [
+            route("GET", "/.well-known/databricks-config", self._host_metadata, authenticated=False),
+            route("GET", "/oidc/.well-known/oauth-authorization-server", self._oidc_discovery,
+                  authenticated=False),
+            route("POST", "/oidc/v1/token", self._oauth_token, authenticated=False),
+            route("GET", "/api/2.0/preview/scim/v2/Me", self._me),
+            route("GET", "/api/2.1/clusters/list", self._clusters_list),
+            route("GET", "/api/2.1/clusters/get", self._clusters_get),
+            route("POST", "/api/2.1/clusters/events", self._clusters_events),
+            route("GET", "/api/2.2/jobs/list", self._jobs_list),
+            route("GET", "/api/2.2/jobs/get", self._jobs_get),
+            route("GET", "/api/2.2/jobs/runs/list", self._runs_list),
+            route("GET", "/api/2.2/jobs/runs/get", self._runs_get),
+            route("GET", "/api/2.0/sql/warehouses", self._warehouses_list),
+            route("GET", "/api/2.0/sql/warehouses/{id}", self._warehouses_get,
+                  pattern=r"/api/2\.0/sql/warehouses/(?P<id>[^/]+)"),
+            route("GET", "/simulator/truth", self._truth, authenticated=False),
+            route("POST", "/simulator/pause", self._pause, authenticated=False),
+            route("POST", "/simulator/resume", self._resume, authenticated=False),
+            route("GET", "/simulator/stats", self._stats_view, authenticated=False),
+        ]
+
+    def dispatch(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        started = time.perf_counter()
+        parts = urlsplit(handler.path)
+        path = parts.path
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length > 0 else b""
+        route, params, allowed = self._match(method, path)
+        with self._lock:
+            self._stats[f"{method} {route.template}" if route else f"{method} (unmatched)"] += 1
+        try:
+            if route is None:
+                if allowed:
+                    raise ApiError(405, "BAD_REQUEST", f"Method {method} is not allowed for {path}; "
+                                                       f"use {', '.join(allowed)}")
+                raise ApiError(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} {path}'")
+            request = Request(method=method, path=path, query=parse_qs(parts.query, keep_blank_values=True),
+                              body=body, headers=handler.headers, params=params,
+                              base_url=f"http://{handler.headers.get('Host') or self.url[len('http://'):]}")
+            if route.authenticated:
+                request.principal = self._authenticate(request)
+            response = route.handler(request)
+        except ApiError as e:
+            response = Response(e.status, e.body(), {"Allow": ", ".join(allowed)} if e.status == 405 else None)
+        except Exception:
+            log.exception("simulator request failed: %s %s", method, path)
+            response = Response(500, {"error_code": "INTERNAL_ERROR", "message": "Internal error in the simulator"})
+        self._send(handler, response)
+        log.debug("simulator request method=%s path=%s status=%d duration_ms=%.1f", method, path,
+                  response.status, (time.perf_counter() - started) * 1000)
+
+    def _match(self, method: str, path: str) -> tuple[Route | None, dict, list[str]]:
+        allowed = []
+        for route in self.routes:
+            m = route.pattern.match(path)
+            if m:
+                if route.method == method:
+                    return route, m.groupdict(), []
+                allowed.append(route.method)
+        return None, {}, allowed
+
+    @staticmethod
+    def _send(handler: BaseHTTPRequestHandler, response: Response) -> None:
+        payload = json.dumps(response.body).encode()
+        try:
+            handler.send_response(response.status)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(payload)))
+            for name, value in (response.headers or {}).items():
+                handler.send_header(name, value)
+            handler.end_headers()
+            handler.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    # -- auth
+
+    def _authenticate(self, request: Request) -> str:
+        """Accept the configured PAT or an unexpired OAuth token we issued; never echo what was sent."""
+        scheme, _, credential = (request.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not credential:
+            raise ApiError(401, "UNAUTHENTICATED",
+                           "Credential was not sent or was of an unsupported type for this API.")
+        if hmac.compare_digest(credential.encode(), self.token.encode()):
+            return "user"
+        with self._lock:
+            expiry = self._issued_tokens.get(credential)
+        if expiry is not None and expiry > time.monotonic():
+            return "service-principal"
+        raise ApiError(401, "UNAUTHENTICATED", "Invalid access token.")
+
+    def _host_metadata(self, request: Request) -> Response:
+        ws = self.workspace
+        return Response(200, {"oidc_endpoint": f"{request.base_url}/oidc", "workspace_id": str(ws.workspace_id),
+                              "account_id": ws.account_id, "cloud": "aws"})
+
+    def _oidc_discovery(self, request: Request) -> Response:
+        oidc = f"{request.base_url}/oidc"
+        return Response(200, {
+            "issuer": oidc,
+            "authorization_endpoint": f"{oidc}/v1/authorize",
+            "token_endpoint": f"{oidc}/v1/token",
+            "jwks_uri": f"{oidc}/jwks.json",
+            "grant_types_supported": ["client_credentials", "authorization_code", "refresh_token"],
+            "response_types_supported": ["code"],
+            "scopes_supported": ["all-apis", "offline_access"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        })
+
+    def _oauth_token(self, request: Request) -> Response:
+        # OAuth errors use the RFC 6749 shape, not the Databricks REST error body.
+        form = {k: v[-1] for k, v in parse_qs(request.body.decode(errors="replace")).items()}
+        client_id, client_secret = form.get("client_id"), form.get("client_secret")
+        scheme, _, encoded = (request.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                client_id, _, client_secret = base64.b64decode(encoded).decode().partition(":")
+            except ValueError:
+                client_id = client_secret = None
+        if form.get("grant_type") != "client_credentials":
+            return Response(400, {"error": "unsupported_grant_type",
+                                  "error_description": "Only the client_credentials grant is supported."})
+        if not (client_id and client_secret
+                and hmac.compare_digest(client_id.encode(), self.client_id.encode())
+                and hmac.compare_digest(client_secret.encode(), self.client_secret.encode())):
+            return Response(401, {"error": "invalid_client", "error_description": "Client authentication failed"})
+        access_token = "sim-oauth-" + secrets.token_urlsafe(32)
+        with self._lock:
+            now = time.monotonic()
+            self._issued_tokens = {t: e for t, e in self._issued_tokens.items() if e > now}
+            self._issued_tokens[access_token] = now + OAUTH_TOKEN_TTL_S
+        return Response(200, {"access_token": access_token, "token_type": "Bearer",
+                              "expires_in": OAUTH_TOKEN_TTL_S, "scope": form.get("scope", "all-apis")})
+
+    # -- REST API
+
+    def _me(self, request: Request) -> Response:
+        ws = self.workspace
+        if request.principal == "service-principal":
+            user_name, display = self.client_id, "Simulated service principal"
+        else:
+            user_name, display = "sim-admin@example.com", "Simulated Admin"
+        body = {
+            "id": str(7_000_000_000_000_000 + ws.seed),
+            "userName": user_name,
+            "displayName": display,
+            "active": True,
+            "emails": [{"type": "work", "value": user_name, "primary": True}] if "@" in user_name else [],
+            "groups": [{"display": "admins", "type": "direct", "value": "100000000000001"}],
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User",
+                        "urn:ietf:params:scim:schemas:extension:workspace:2.0:User"],
+        }
+        return Response(200, body, {"X-Databricks-Org-Id": str(ws.workspace_id)})
+
+    def _clusters_list(self, request: Request) -> Response:
+        return Response(200, self.workspace.list_clusters(
+            states=request.values("filter_by.cluster_states"),
+            sources=request.values("filter_by.cluster_sources"),
+            is_pinned=request.boolean("filter_by.is_pinned"),
+            policy_id=request.text("filter_by.policy_id"),
+            page_size=request.integer("page_size"),
+            page_token=request.text("page_token")))
+
+    def _clusters_get(self, request: Request) -> Response:
+        cluster_id = request.text("cluster_id")
+        if not cluster_id:
+            raise invalid_parameter("Missing required field: cluster_id")
+        return Response(200, self.workspace.get_cluster(cluster_id))
+
+    def _clusters_events(self, request: Request) -> Response:
+        body = request.json()
+
+        def integer(name):
+            value = body.get(name)
+            if value is None:
+                return None
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                raise invalid_parameter(f"Invalid value for field {name}") from None
+
+        page_size = integer("page_size")
+        if not page_size:
+            page_size = integer("limit")   # the deprecated name, which the legacy next_page bodies use
+        return Response(200, self.workspace.cluster_events(
+            body.get("cluster_id"), start_time=integer("start_time"), end_time=integer("end_time"),
+            event_types=body.get("event_types") or None, order=body.get("order"), page_size=page_size,
+            offset=integer("offset")))
+
+    def _jobs_list(self, request: Request) -> Response:
+        return Response(200, self.workspace.list_jobs(
+            limit=request.integer("limit"), page_token=request.text("page_token"),
+            expand_tasks=bool(request.boolean("expand_tasks")), name=request.text("name"),
+            offset=request.integer("offset")))
+
+    def _jobs_get(self, request: Request) -> Response:
+        job_id = request.integer("job_id")
+        if job_id is None:
+            raise invalid_parameter("Missing required field: job_id")
+        return Response(200, self.workspace.get_job(job_id))
+
+    def _runs_list(self, request: Request) -> Response:
+        return Response(200, self.workspace.list_runs(
+            active_only=bool(request.boolean("active_only")),
+            completed_only=bool(request.boolean("completed_only")),
+            expand_tasks=bool(request.boolean("expand_tasks")),
+            job_id=request.integer("job_id"),
+            limit=request.integer("limit"),
+            offset=request.integer("offset"),
+            page_token=request.text("page_token"),
+            run_type=request.text("run_type"),
+            start_time_from=request.integer("start_time_from"),
+            start_time_to=request.integer("start_time_to")))
+
+    def _runs_get(self, request: Request) -> Response:
+        run_id = request.integer("run_id")
+        if run_id is None:
+            raise invalid_parameter("Missing required field: run_id")
+        return Response(200, self.workspace.get_run(run_id))
+
+    def _warehouses_list(self, request: Request) -> Response:
+        return Response(200, self.workspace.list_warehouses(page_size=request.integer("page_size"),
+                                                            page_token=request.text("page_token")))
+
+    def _warehouses_get(self, request: Request) -> Response:
+        return Response(200, self.workspace.get_warehouse(request.params["id"]))
+
+    # -- simulator control
+
+    def _truth(self, request: Request) -> Response:
+        since = request.text("since")
+        try:
+            since_s = float(since) if since not in (None, "") else None
+        except ValueError:
+            raise invalid_parameter("since must be epoch seconds") from None
+        return Response(200, self.workspace.truth(since_s))
+
+    def _pause(self, request: Request) -> Response:
+        return Response(200, {"paused": True, "now": self.workspace.pause()})
+
+    def _resume(self, request: Request) -> Response:
+        return Response(200, {"paused": False, "now": self.workspace.resume()})
+
+    def _stats_view(self, request: Request) -> Response:
+        with self._lock:
+            return Response(200, {"requests": dict(sorted(self._stats.items()))})
+
+    def request_counts(self) -> dict[str, int]:
+        """The same counts as GET /simulator/stats, for in-process callers."""
+        with self._lock:
+            return dict(self._stats)
+
+
+def _parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", listen
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        return host, int(port)
+    except ValueError:
+        raise ValueError(f"--listen must be HOST:PORT, got {listen!r}") from None
+
+
+def run(listen: str = "127.0.0.1:8080", seed: int = 1, token: str | None = None) -> None:
+    """Serve the simulated workspace until SIGINT/SIGTERM, after printing how to connect to it."""
+    host, port = _parse_listen(listen)
+    server = SimulatorServer(host=host, port=port, seed=seed, token=token or DEFAULT_TOKEN)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    server.start()
+    print(f"DATABRICKS_HOST={server.url}", flush=True)
+    print(f"DATABRICKS_TOKEN={server.token}", flush=True)
+    print(f"DATABRICKS_CLIENT_ID={server.client_id}", flush=True)
+    print(f"DATABRICKS_CLIENT_SECRET={server.client_secret}", flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.shutdown()
+
+
+if __name__ == "__main__":
+    run(*sys.argv[1:2])
