@@ -61,7 +61,7 @@ class Clock:
 def make(fake, clock, **options):
     opts = {"include": [], "exclude": [], "task_metrics": False, "listing_margin": 0.0, "max_run_duration": 86400.0}
     opts.update(options)
-    return JobsCollector(SimpleNamespace(jobs=fake), CollectorSettings("jobs", True, 60, 60, opts), 3600, clock)
+    return JobsCollector(SimpleNamespace(client=SimpleNamespace(jobs=fake)), CollectorSettings("jobs", True, 60, 60, opts), 3600, clock)
 
 
 def cycle(collector, store):

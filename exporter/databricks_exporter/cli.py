@@ -12,7 +12,7 @@ import threading
 from . import __version__, logs
 from .collectors import COLLECTORS
 from .config import ConfigError, Settings, _listen_address, load
-from .engine import Engine, describe_error
+from .engine import Engine, Workspace, describe_error
 from .exposition import Renderer
 from .sinks import SINKS, start_sinks
 from .sources import rest
@@ -153,9 +153,10 @@ def cmd_check(settings: Settings) -> int:
     print(f"configuration {settings.source}: valid")
     for workspace_settings in settings.workspaces:
         print(f"\nworkspace {workspace_settings.name} ({workspace_settings.host or 'from profile'})")
+        workspace = Workspace(workspace_settings, MetricStore())
         try:
-            client = rest.make_client(workspace_settings)
-            workspace_id = rest.resolve_workspace_id(client, workspace_settings)
+            workspace.connect()
+            client, workspace_id = workspace.client, workspace.workspace_id
             user = client.current_user.me()
             print(f"  connected: workspace_id {workspace_id}, as {user.user_name or user.display_name}")
         except Exception as exc:  # noqa: BLE001
@@ -168,7 +169,7 @@ def cmd_check(settings: Settings) -> int:
                 continue
             spec = COLLECTORS[name]
             try:
-                seen = spec(client, collector_settings, settings.lookback).check()
+                seen = spec(workspace, collector_settings, settings.lookback).check()
                 print(f"  {name:<12} OK        {seen}")
             except Exception as exc:  # noqa: BLE001
                 ok = False

@@ -50,6 +50,7 @@ class Workspace:
         self.client = None
         self.workspace_id: str | None = None
         self.connect_error = ""
+        self._sql = None
 
     @property
     def label(self) -> str:
@@ -64,6 +65,14 @@ class Workspace:
         self.store.set_gauges(f"workspace/{self.settings.name}", {m.WORKSPACE_INFO: {
             label_values(m.WORKSPACE_INFO, {"workspace_id": workspace_id, "workspace_name": self.settings.name,
                                             "host": client.config.host}): 1.0}})
+
+    @property
+    def sql(self):
+        """The SQL source for system tables, created on first use (only SQL collectors need it)."""
+        if self._sql is None:
+            from .sources.sql import SqlSource
+            self._sql = SqlSource(self.client, self.settings, self.store)
+        return self._sql
 
     def _record_request(self, endpoint: str, status_code: str) -> None:
         self.store.inc(m.API_REQUESTS, {"workspace_id": self.label, "endpoint": endpoint,
@@ -121,7 +130,7 @@ class Engine:
                 self._stop.wait(delay)
                 delay = min(delay * 2, CONNECT_RETRY_MAX_SECONDS)
         for settings in self.enabled:
-            collector = COLLECTORS[settings.name](workspace.client, settings, self.settings.lookback, self.clock)
+            collector = COLLECTORS[settings.name](workspace, settings, self.settings.lookback, self.clock)
             self._spawn(self._run_collector, workspace, collector,
                         name=f"{settings.name}-{workspace.settings.name}")
 
@@ -185,7 +194,7 @@ class Engine:
                 failures.append(f"{workspace.settings.name}: cannot connect: {describe_error(exc)}")
                 return
             for settings in self.enabled:
-                collector = COLLECTORS[settings.name](workspace.client, settings, self.settings.lookback, self.clock)
+                collector = COLLECTORS[settings.name](workspace, settings, self.settings.lookback, self.clock)
                 if not self.run_cycle(workspace, collector):
                     status = self.status[(workspace.settings.name, settings.name)]
                     failures.append(f"{workspace.settings.name}/{settings.name}: {status.last_error}")

@@ -30,8 +30,10 @@ class Collector:
     # Whether this collector counts completed work (and so has a counting_since).
     counts_work: ClassVar[bool] = False
 
-    def __init__(self, client, settings: CollectorSettings, lookback: float, clock=time.time):
-        self.client = client
+    def __init__(self, workspace, settings: CollectorSettings, lookback: float, clock=time.time):
+        """workspace: the engine's Workspace (its .client is the REST source; SQL collectors use its .sql)."""
+        self.workspace = workspace
+        self.client = workspace.client
         self.settings = settings
         self.lookback = lookback
         self.clock = clock
