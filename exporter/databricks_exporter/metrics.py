@@ -162,3 +162,12 @@ JOB_TASK_RUNS = define(
     "databricks_job_task_runs_total", COUNTER,
     "Completed task runs of completed job runs, by task and result (opt-in: jobs.task_metrics).",
     WS + ("job_id", "task_key", "result_state"), **_JOBS)
+
+# --- push sinks (the exporter itself) ------------------------------------------------------------
+PUSH = define(
+    "databricks_exporter_push_total", COUNTER,
+    "Pushes of the metric store to a sink (cloudwatch, otlp), by outcome (success or failure).",
+    ("sink", "outcome"))
+PUSH_LAST_SUCCESS = define(
+    "databricks_exporter_push_last_success_timestamp_seconds", GAUGE,
+    "When the sink's last successful push ended.", ("sink",), unit="seconds")

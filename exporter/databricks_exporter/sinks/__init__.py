@@ -23,10 +23,9 @@ def start_sinks(settings, store, stop_event) -> list[Sink]:
             continue
         try:
             sink = SINKS[name](sink_settings, store, state_file=settings.state_file)
+            log.info("sink %s starting", name, extra={"sink": name, "interval_seconds": sink_settings.interval})
             started.append(sink.start(stop_event))
         except Exception as exc:  # noqa: BLE001 - a sink must never stop the exporter
             log.error("cannot start sink %s: %s", name, describe(exc), extra={"sink": name})
             store.inc(m.PUSH, {"sink": name, "outcome": "failure"})
-            continue
-        log.info("sink %s started", name, extra={"sink": name, "interval_seconds": sink_settings.interval})
     return started
