@@ -82,6 +82,7 @@ class ExporterProcess:
         for name in ("DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET", "DATABRICKS_CONFIG_PROFILE"):
             self.env.pop(name, None)
         self.proc: subprocess.Popen | None = None
+        self.scheme = "http"
 
     def start(self, *extra: str) -> "ExporterProcess":
         self._log = open(self.log_path, "ab")
@@ -94,6 +95,8 @@ class ExporterProcess:
     def _ready(self) -> bool:
         if self.proc.poll() is not None:
             raise AssertionError(f"exporter exited with {self.proc.returncode}:\n{self.log()}")
+        if self.scheme == "https":   # a secured exporter: its log says when it listens
+            return "listening on https://" in self.log()
         try:
             return http_get(self.url + "/readyz", timeout=2)[0] == 200
         except OSError:

@@ -17,6 +17,7 @@ from .exposition import Renderer
 from .sinks import SINKS, start_sinks
 from .sources import rest
 from .store import MetricStore
+from .webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("databricks_exporter")
 
@@ -37,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
         if web:
             p.add_argument("--web.listen-address", dest="listen_address", metavar="HOST:PORT",
                            help="where /metrics is served (default 0.0.0.0:9977)")
+            p.add_argument("--web.config.file", dest="web_config_file", metavar="PATH",
+                           help="TLS and basic auth, in the Prometheus exporter-toolkit format")
         p.add_argument("--state.file", dest="state_file", metavar="PATH",
                        help="where cursors and counters persist across restarts")
         p.add_argument("--log.level", dest="log_level", choices=["debug", "info", "warning", "error"])
@@ -112,15 +115,16 @@ def _wait_for_signal() -> None:
     stop.wait()
 
 
-def cmd_serve(settings: Settings, banner: str = "") -> int:
+def cmd_serve(settings: Settings, banner: str = "", web_config: WebConfig | None = None) -> int:
     from .web import serve
 
     store = MetricStore(settings.state_file)
     loaded = store.load()
     engine = Engine(settings, store)
-    server = serve(settings.listen_address, Renderer(store), engine)
+    server = serve(settings.listen_address, Renderer(store), engine, web_config)
     host, port = server.server_address[:2]
-    log.info("listening on http://%s:%s/metrics; %s", host, port, loaded,
+    scheme = "https" if web_config and web_config.ssl_context else "http"
+    log.info("listening on %s://%s:%s/metrics; %s", scheme, host, port, loaded,
              extra={"collectors": ",".join(c.name for c in engine.enabled)})
     if banner:
         print(banner.format(port=port), flush=True)
@@ -196,7 +200,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
               f"exporter:            http://127.0.0.1:{{port}}/  (metrics at /metrics; the first values "
               f"arrive within a minute)\nPress Ctrl-C to stop.")
     try:
-        return cmd_serve(settings, banner)
+        return cmd_serve(settings, banner, load_web_config(args.web_config_file))
     finally:
         simulator.shutdown()
 
@@ -216,12 +220,13 @@ def main(argv: list[str] | None = None) -> int:
         logs.register_secrets(settings)
         logs.setup(settings.log_level, settings.log_format)
         if args.command == "serve":
+            web_config = load_web_config(args.web_config_file)
             _validate_workspaces(settings)
     except ConfigError as exc:
         print(f"databricks-exporter: configuration error: {logs.REDACT(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "serve":
-        return cmd_serve(settings)
+        return cmd_serve(settings, web_config=web_config)
     if args.command == "once":
         return cmd_once(settings)
     return cmd_check(settings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import logging
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from . import __version__
 from .exposition import OPENMETRICS, TEXT, Renderer, wants_openmetrics
 from .logs import REDACT
+from .webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -19,10 +21,19 @@ class ExporterHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], renderer: Renderer, engine):
+    def __init__(self, address: tuple[str, int], renderer: Renderer, engine, web_config: WebConfig | None = None):
         self.renderer = renderer
         self.engine = engine
+        self.web_config = web_config or WebConfig()
         super().__init__(address, Handler)
+
+    def get_request(self):
+        sock, address = super().get_request()
+        if self.web_config.ssl_context:
+            # The handshake happens in the request's own thread (Handler.setup), so a slow client cannot
+            # hold up accepting the next connection.
+            sock = self.web_config.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -30,11 +41,29 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = f"databricks-exporter/{__version__}"
 
+    timeout = 30
+
+    def setup(self):
+        super().setup()
+        if self.server.web_config.ssl_context:
+            self.request.do_handshake()
+
+    def handle(self):
+        try:
+            super().handle()
+        except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
+            log.debug("connection closed: %s", exc)
+
     def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
         log.debug("http %s", format % args)
 
     def do_GET(self):  # noqa: N802 - the stdlib's naming
         path = self.path.split("?", 1)[0]
+        # /healthz stays open so container health checks need no password; it tells nothing about Databricks.
+        if path != "/healthz" and not self.server.web_config.authorized(self.headers.get("Authorization")):
+            self._send(401, "text/plain; charset=utf-8", b"Unauthorized\n",
+                       {"WWW-Authenticate": 'Basic realm="databricks-exporter"'})
+            return
         if path == "/metrics":
             self._metrics()
         elif path == "/":
@@ -100,8 +129,8 @@ def landing_page(engine) -> str:
 """
 
 
-def serve(address: str, renderer: Renderer, engine) -> ExporterHTTPServer:
+def serve(address: str, renderer: Renderer, engine, web_config: WebConfig | None = None) -> ExporterHTTPServer:
     host, _, port = address.rpartition(":")
-    server = ExporterHTTPServer((host.strip("[]") or "0.0.0.0", int(port)), renderer, engine)
+    server = ExporterHTTPServer((host.strip("[]") or "0.0.0.0", int(port)), renderer, engine, web_config)
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     return server
