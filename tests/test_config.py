@@ -22,7 +22,8 @@ def test_defaults_need_only_the_environment(monkeypatch):
     monkeypatch.setenv("DATABRICKS_HOST", "https://adb-1.azuredatabricks.net")
     settings = load(None, COLLECTORS)
     assert [w.host for w in settings.workspaces] == ["https://adb-1.azuredatabricks.net"]
-    assert {n: (c.enabled, c.interval) for n, c in settings.collectors.items()} == {
+    defaults = {n: (c.enabled, c.interval) for n, c in settings.collectors.items()}
+    assert {n: defaults[n] for n in ("clusters", "jobs", "warehouses")} == {
         "clusters": (True, 30), "jobs": (True, 60), "warehouses": (True, 30)}
     assert settings.lookback == 3600
 
@@ -70,6 +71,8 @@ workspaces:
     ("workspaces: [{token: x}]\n", "workspaces[0].host", "no workspace host"),
     ("workspaces: [{host: 'https://a', token: '${NOT_SET_ANYWHERE}'}]\n", "workspaces[0].token", "NOT_SET_ANYWHERE"),
     ("log: {format: xml}\n", "log.format", "one of"),
+    ("shard: {index: 2, count: 2}\n", "shard.index", "below shard.count"),
+    ("cardinality: {max_series_per_collector: -1}\n", "cardinality.max_series_per_collector", "negative"),
     ("web: {listen_address: 'localhost'}\n", "web.listen_address", "HOST:PORT"),
     ("- just\n- a list\n", "<top level>", "expected a mapping"),
     ("a: [unclosed\n", "", "not valid YAML"),
@@ -93,3 +96,16 @@ def test_missing_file():
                                            (90, 90), ("2.5m", 150)])
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
+
+
+def test_shards_split_the_workspaces_between_exporters(tmp_path):
+    hosts = [f"https://adb-{i}.azuredatabricks.net" for i in range(40)]
+    text = "workspaces:\n" + "".join(f"  - {{host: '{h}', token: t}}\n" for h in hosts)
+    seen = []
+    for index in range(3):
+        path = write(tmp_path, text + f"shard: {{index: {index}, count: 3}}\n")
+        seen.append([w.host for w in load(path, COLLECTORS).workspaces])
+    assert sorted(sum(seen, [])) == sorted(hosts)          # every workspace watched exactly once
+    assert all(len(share) >= 5 for share in seen)          # and the shares are roughly even
+    assert seen[0] == [w.host for w in load(write(tmp_path, text + "shard: {index: 0, count: 3}\n"),
+                                             COLLECTORS).workspaces]   # deterministic

@@ -108,3 +108,34 @@ def test_exposition_is_cached_until_the_store_changes():
     assert b"} 2.0" in renderer.render()
     om = renderer.render(openmetrics_format=True)
     assert om.endswith(b"# EOF\n") and b"# TYPE databricks_job_runs counter" in om
+
+
+def test_cardinality_guard_folds_new_entities_into_other_and_keeps_totals():
+    from databricks_exporter.store import CardinalityGuard
+
+    store = MetricStore()
+    guard = CardinalityGuard(limit=6)
+    state: dict = {}
+
+    def cycle_for(jobs):
+        cycle = Cycle("1")
+        for job in jobs:
+            cycle.gauge(m.JOB_INFO, 1, job_id=job, job_name=f"job {job}", schedule_paused="false")
+            cycle.inc(m.JOB_RUNS, job_id=job, result_state="SUCCESS", trigger="PERIODIC")
+            cycle.count_gauge(m.JOB_RUNS_ACTIVE, job_id=job, state="RUNNING")
+        return cycle
+
+    assert store.commit("1/jobs", cycle_for(["a", "b"]), state, guard) == 0
+    folded = store.commit("1/jobs", cycle_for(["a", "b", "c", "d"]), state, guard)
+    assert folded == 6                                   # c and d: 3 series each
+    runs = {values[1]: v for f in store.families() if f.metric is m.JOB_RUNS for values, v in f.samples}
+    assert runs == {"a": 2, "b": 2, "_other": 2}         # the total (6 runs) is intact
+    info = {values[1] for f in store.families() if f.metric is m.JOB_INFO for values, _ in f.samples}
+    assert info == {"a", "b"}                            # info gauges of folded jobs are dropped
+    assert store.value("databricks_job_runs_active", workspace_id="1", job_id="_other", state="RUNNING") == 2
+    assert state["admitted_entities"] == ["a", "b"]
+    # admitted jobs keep their place; with more room, the waiting job gets its own series from now on
+    assert store.commit("1/jobs", cycle_for(["a", "b", "d"]), state, CardinalityGuard(limit=12)) == 0
+    assert state["admitted_entities"] == ["a", "b", "d"]
+    assert store.value("databricks_job_runs_total", workspace_id="1", job_id="d", result_state="SUCCESS",
+                       trigger="PERIODIC") == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -55,6 +56,10 @@ class Settings:
     listen_address: str = DEFAULT_LISTEN
     log_level: str = "info"
     log_format: str = "text"
+    max_series_per_collector: int = 50_000
+    max_series_per_workspace: int = 200_000
+    shard_index: int = 0
+    shard_count: int = 1
     source: str = "<defaults>"
 
 
@@ -183,6 +188,12 @@ def _positive(value: float) -> float:
     return value
 
 
+def _not_negative(value: float) -> float:
+    if value < 0:
+        raise ValueError("must not be negative (0 means no limit)")
+    return value
+
+
 def _choice(*allowed: str) -> Callable[[str], str]:
     def check(value: str) -> str:
         if value.lower() not in allowed:
@@ -223,6 +234,17 @@ def load(path: str | None, collector_specs: dict[str, Any], sink_specs: dict[str
     settings.log_level = log.get("level", "str", "info", _choice("debug", "info", "warning", "error"))
     settings.log_format = log.get("format", "str", "text", _choice("text", "json"))
     log.finish()
+
+    cardinality = top.child("cardinality")
+    settings.max_series_per_collector = cardinality.get("max_series_per_collector", "int", 50_000, _not_negative)
+    settings.max_series_per_workspace = cardinality.get("max_series_per_workspace", "int", 200_000, _not_negative)
+    cardinality.finish()
+    shard = top.child("shard")
+    settings.shard_count = shard.get("count", "int", 1, _positive)
+    settings.shard_index = shard.get("index", "int", 0, _not_negative)
+    if settings.shard_index >= settings.shard_count:
+        raise shard.error(f"must be below shard.count ({settings.shard_count})", "index")
+    shard.finish()
 
     collectors = top.child("collectors")
     for name, spec in collector_specs.items():
@@ -284,7 +306,16 @@ def load(path: str | None, collector_specs: dict[str, Any], sink_specs: dict[str
         names.add(workspace.name)
         settings.workspaces.append(workspace)
     top.finish()
+    settings.workspaces = [w for w in settings.workspaces
+                           if shard_of(w, settings.shard_count) == settings.shard_index]
     return settings
+
+
+def shard_of(workspace: WorkspaceSettings, count: int) -> int:
+    """Which of `count` exporters watches this workspace: a stable hash of its host (or name), so every
+    exporter computes the same split without talking to the others."""
+    key = (workspace.host or workspace.name).lower().rstrip("/").removeprefix("https://").removeprefix("http://")
+    return int(hashlib.sha256(key.encode()).hexdigest(), 16) % count
 
 
 def _default_name(host: str) -> str:

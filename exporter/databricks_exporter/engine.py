@@ -15,7 +15,7 @@ from . import metrics as m
 from .collectors import COLLECTORS, Collector
 from .config import Settings, WorkspaceSettings
 from .sources import rest
-from .store import Cycle, MetricStore, label_values
+from .store import CardinalityGuard, Cycle, MetricStore, label_values
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class CollectorStatus:
     last_error: str = ""
     running_since: float = 0.0   # 0 when no cycle is running
     counting_since: float | None = None
+    series_dropped: int = 0
 
     def timed_out(self, now: float) -> bool:
         return bool(self.running_since) and now - self.running_since > self.timeout
@@ -161,8 +162,13 @@ class Engine:
         cycle = Cycle(workspace.workspace_id)
         try:
             collector.collect(cycle, state)
-            self.store.commit(owner, cycle, state)
+            folded = self.store.commit(owner, cycle, state, self._guard(workspace, collector))
             ok, error = True, ""
+            if folded and folded != status.series_dropped:
+                log.warning("series ceiling reached: %d series folded into their \"_other\" aggregate; raise "
+                            "cardinality.max_series_per_collector or narrow the include/exclude filters", folded,
+                            extra=context)
+            status.series_dropped = folded
         except Exception as exc:  # noqa: BLE001 - a failed cycle is reported, never fatal
             ok, error = False, describe_error(exc)
         duration = time.monotonic() - started
@@ -181,6 +187,14 @@ class Engine:
             log.warning("collection cycle failed: %s", error, extra={**context, "duration_seconds": round(duration, 3)})
         self.publish_status()
         return ok
+
+    def _guard(self, workspace: Workspace, collector: Collector) -> CardinalityGuard | None:
+        limits = [self.settings.max_series_per_collector]
+        if self.settings.max_series_per_workspace:
+            others = self.store.series_count(workspace.workspace_id, exclude_collector=collector.name)
+            limits.append(max(self.settings.max_series_per_workspace - others, 1))
+        limits = [limit for limit in limits if limit]
+        return CardinalityGuard(min(limits)) if limits else None
 
     def run_once(self) -> list[str]:
         """Connect and run every enabled collector of every workspace once, concurrently per workspace.
@@ -216,7 +230,7 @@ class Engine:
     def publish_status(self) -> None:
         now = self.clock()
         gauges: dict[m.Metric, dict] = {m.COLLECTOR_UP: {}, m.COLLECTOR_DURATION: {}, m.COLLECTOR_LAST_SUCCESS: {},
-                                        m.COUNTING_SINCE: {}}
+                                        m.COUNTING_SINCE: {}, m.SERIES_DROPPED: {}}
         with self._lock:
             for workspace in self.workspaces:
                 for status in self._statuses(workspace):
@@ -226,6 +240,7 @@ class Engine:
                                                            "collector": status.collector})
                     gauges[m.COLLECTOR_UP][labels] = float(status.up and not status.timed_out(now))
                     gauges[m.COLLECTOR_DURATION][labels] = status.duration
+                    gauges[m.SERIES_DROPPED][labels] = status.series_dropped
                     if status.last_success:
                         gauges[m.COLLECTOR_LAST_SUCCESS][labels] = status.last_success
                     if status.counting_since:

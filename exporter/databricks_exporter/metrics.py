@@ -68,6 +68,12 @@ API_REQUESTS = define(
     "Requests sent to the Databricks REST API, by endpoint (ids replaced by placeholders) and HTTP status.",
     WS + ("endpoint", "status_code"))
 
+SERIES_DROPPED = define(
+    "databricks_exporter_series_dropped", GAUGE,
+    "Series the cardinality guard folded into entity \"_other\" (or dropped) in the collector's last cycle, because "
+    "the collector's series ceiling was reached (cardinality.max_series_per_collector / _per_workspace).",
+    WS + ("collector",))
+
 # --- clusters -----------------------------------------------------------------------------------
 _CL = dict(collector="clusters", source="GET /api/2.1/clusters/list")
 CLUSTERS = define(

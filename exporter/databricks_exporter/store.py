@@ -74,6 +74,7 @@ class Cycle:
         self.increments: list[tuple[m.Metric, LabelValues, float]] = []
         self.observations: list[tuple[m.Metric, LabelValues, float]] = []
         self.forgets: list[tuple[m.Metric, Callable[[dict[str, str]], bool]]] = []
+        self.additive: set[m.Metric] = set()   # gauges that count things, so they can be summed when folded
 
     def _labels(self, metric: m.Metric, labels: dict[str, Any]) -> LabelValues:
         if "workspace_id" in metric.labels:
@@ -91,6 +92,7 @@ class Cycle:
         samples = self.gauges.setdefault(metric, {})
         key = self._labels(metric, labels)
         samples[key] = samples.get(key, 0.0) + 1
+        self.additive.add(metric)
 
     def inc(self, metric: m.Metric, amount: float = 1.0, **labels: Any) -> None:
         assert metric.type == m.COUNTER, metric.name
@@ -126,11 +128,13 @@ class MetricStore:
         with self._lock:
             return copy.deepcopy(self._states.get(owner, {}))
 
-    def commit(self, owner: str, cycle: Cycle, state: dict | None) -> None:
-        """Apply a successful cycle and its new cursor state together, persist, then publish.
+    def commit(self, owner: str, cycle: Cycle, state: dict | None, guard: "CardinalityGuard | None" = None) -> int:
+        """Apply a successful cycle and its new cursor state together, persist, then publish. Returns how many
+        series the cardinality guard folded away.
 
         Persisting before publishing means Prometheus never sees a counter value that a crash could take back."""
         with self._lock:
+            folded = guard.apply(cycle, self._existing_series(cycle), state) if guard else 0
             self._gauges[owner] = cycle.gauges
             for metric, values, amount in cycle.increments:
                 series = self._counters.setdefault(metric, {})
@@ -148,6 +152,33 @@ class MetricStore:
                 self._states[owner] = state
             self.save()
             self._changed()
+        return folded
+
+    def _existing_series(self, cycle: Cycle) -> set[tuple[m.Metric, LabelValues]]:
+        """The counter and histogram series of the cycle's workspace for the metrics the cycle touches."""
+        metrics = {metric for metric, _, _ in cycle.increments + cycle.observations}
+        out = set()
+        for metric in metrics:
+            table = (self._counters if metric.type == m.COUNTER else self._histograms).get(metric, {})
+            index = metric.labels.index("workspace_id")
+            out.update((metric, values) for values in table if values[index] == cycle.workspace_id)
+        return out
+
+    def series_count(self, workspace_id: str, exclude_collector: str = "") -> int:
+        """Series of one workspace across collectors (histograms count their buckets, _sum and _count)."""
+        with self._lock:
+            total = 0
+            for owner, gauges in self._gauges.items():
+                if owner.startswith(f"{workspace_id}/") and owner != f"{workspace_id}/{exclude_collector}":
+                    total += sum(len(samples) for samples in gauges.values())
+            for table in (self._counters, self._histograms):
+                for metric, series in table.items():
+                    if metric.collector == exclude_collector or "workspace_id" not in metric.labels:
+                        continue
+                    index = metric.labels.index("workspace_id")
+                    width = len(metric.buckets) + 3 if metric.type == m.HISTOGRAM else 1
+                    total += width * sum(1 for values in series if values[index] == workspace_id)
+            return total
 
     def set_gauges(self, owner: str, gauges: dict[m.Metric, dict[LabelValues, float]]) -> None:
         """Replace an owner's gauges outside a collector cycle (the exporter's own status metrics)."""
@@ -257,6 +288,88 @@ class MetricStore:
             self._counters, self._histograms, self._states = counters, histograms, states
             self._changed()
         return f"state loaded from {self.state_file}"
+
+
+# Labels that name one entity; over the ceiling, an entity's series fold into entity="_other".
+ENTITY_LABELS = ("job_id", "cluster_id", "warehouse_id", "pipeline_id", "table")
+OTHER = "_other"
+
+
+class CardinalityGuard:
+    """A ceiling on one collector's series in one workspace. Entities already admitted keep their own series;
+    new ones are admitted while there is room. The rest give way to their aggregate: counters and histograms add
+    into the entity "_other" (so totals stay right and exactly-once holds), counting gauges are summed there,
+    and other per-entity gauges (info, state, timestamps) are dropped. Never silent: the engine exports how
+    many series were folded and logs a warning."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+
+    @staticmethod
+    def entity_label(metric: m.Metric) -> str | None:
+        return next((label for label in ENTITY_LABELS if label in metric.labels), None)
+
+    def apply(self, cycle: Cycle, existing: set, state: dict | None) -> int:
+        if self.limit <= 0:
+            return 0
+        per_entity: dict[str, set] = {}
+        fixed = 0
+
+        def note(metric: m.Metric, values: LabelValues) -> None:
+            nonlocal fixed
+            label = self.entity_label(metric)
+            width = len(metric.buckets) + 3 if metric.type == m.HISTOGRAM else 1
+            if label is None or values[metric.labels.index(label)] == OTHER:
+                fixed += width
+                return
+            per_entity.setdefault(values[metric.labels.index(label)], set()).add((metric, values, width))
+
+        for metric, samples in cycle.gauges.items():
+            for values in samples:
+                note(metric, values)
+        for metric, values in existing | {(metric, values) for metric, values, _ in
+                                           cycle.increments + cycle.observations}:
+            note(metric, values)
+        state = state if state is not None else {}
+        admitted: list[str] = state.setdefault("admitted_entities", [])
+        known = set(admitted)
+        room = self.limit - fixed
+        keep: set[str] = set()
+        for entity in admitted + sorted(e for e in per_entity if e not in known):
+            size = sum(width for _, _, width in per_entity.get(entity, ()))
+            if size <= room:
+                room -= size
+                keep.add(entity)
+                if entity not in known:
+                    admitted.append(entity)
+                    known.add(entity)
+        state["admitted_entities"] = [e for e in admitted if e in keep or e not in per_entity]
+        folded = sum(width for e, series in per_entity.items() if e not in keep for _, _, width in series)
+        if folded:
+            self._fold(cycle, keep)
+        return folded
+
+    def _fold(self, cycle: Cycle, keep: set[str]) -> None:
+        def other(metric: m.Metric, values: LabelValues) -> LabelValues | None:
+            label = self.entity_label(metric)
+            if label is None:
+                return values
+            index = metric.labels.index(label)
+            if values[index] in keep or values[index] == OTHER:
+                return values
+            return values[:index] + (OTHER,) + values[index + 1:]
+
+        for metric in list(cycle.gauges):
+            folded: dict[LabelValues, float] = {}
+            for values, value in cycle.gauges[metric].items():
+                target = other(metric, values)
+                if target is values:
+                    folded[values] = value
+                elif metric in cycle.additive:
+                    folded[target] = folded.get(target, 0.0) + value
+            cycle.gauges[metric] = folded
+        cycle.increments = [(metric, other(metric, values), amount) for metric, values, amount in cycle.increments]
+        cycle.observations = [(metric, other(metric, values), value) for metric, values, value in cycle.observations]
 
 
 def write_atomically(path: str, text: str) -> None:
