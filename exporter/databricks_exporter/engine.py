@@ -157,7 +157,7 @@ class Engine:
                    "collector": collector.name, "correlation_id": correlation_id}
         status.running_since = self.clock()
         status.cycles += 1
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), time.thread_time()
         state = self.store.state(owner)
         cycle = Cycle(workspace.workspace_id)
         try:
@@ -171,7 +171,7 @@ class Engine:
             status.series_dropped = folded
         except Exception as exc:  # noqa: BLE001 - a failed cycle is reported, never fatal
             ok, error = False, describe_error(exc)
-        duration = time.monotonic() - started
+        duration, cpu = time.monotonic() - started, time.thread_time() - cpu_started
         with self._lock:
             status.running_since = 0.0
             status.finished_cycles += 1
@@ -181,7 +181,7 @@ class Engine:
                 status.counting_since = state.get("counting_since")
         if ok:
             log.info("collection cycle finished", extra={
-                **context, "duration_seconds": round(duration, 3), "series": sum(len(v) for v in cycle.gauges.values()),
+                **context, "duration_seconds": round(duration, 3), "cpu_seconds": round(cpu, 3), "series": sum(len(v) for v in cycle.gauges.values()),
                 "increments": len(cycle.increments), "observations": len(cycle.observations)})
         else:
             log.warning("collection cycle failed: %s", error, extra={**context, "duration_seconds": round(duration, 3)})

@@ -26,7 +26,12 @@ class ClustersCollector(Collector):
     default_interval = 30.0
     counts_work = True
     permission = "CAN ATTACH TO or higher on the clusters to watch (workspace admins see all clusters)"
-    options = {"events": ("bool", True)}
+    options = {
+        "events": ("bool", True),
+        # A cluster's events are read when its state, size or start time changed since the last cycle, and at
+        # least this often otherwise: API calls follow change, not the number of clusters.
+        "events_max_age": ("duration", 300.0),
+    }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -81,8 +86,16 @@ class ClustersCollector(Collector):
 
         event_cursors: dict[str, dict] = state.setdefault("events", {})
         if self.settings.options["events"]:
-            for cluster_id in current:
-                self._count_events(cycle, cluster_id, Cursor(event_cursors.setdefault(cluster_id, {}), since_ms))
+            max_age_ms = self.settings.options["events_max_age"] * 1000
+            for cluster_id, cluster in current.items():
+                cursor_state = event_cursors.setdefault(cluster_id, {})
+                fingerprint = "/".join(str(cluster.get(k)) for k in (
+                    "state", "num_workers", "last_restarted_time", "start_time")) + f"/{len(cluster.get('executors') or [])}"
+                if cursor_state.get("fingerprint") == fingerprint and \
+                        now_ms - cursor_state.get("read_at", 0) < max_age_ms:
+                    continue
+                self._count_events(cycle, cluster_id, Cursor(cursor_state, since_ms))
+                cursor_state["fingerprint"], cursor_state["read_at"] = fingerprint, now_ms
         for cluster_id in [c for c in event_cursors if c not in current]:
             del event_cursors[cluster_id]
         cycle.keep_only(m.CLUSTER_EVENTS, lambda labels: labels["cluster_id"] in current)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import metrics as m
 from ..store import Cycle
-from .base import Collector, register
+from .base import Collector, NameFilter, register
 
 
 @register
@@ -12,14 +12,18 @@ class WarehousesCollector(Collector):
     name = "warehouses"
     default_interval = 30.0
     permission = "CAN USE or higher on the SQL warehouses to watch (workspace admins see all)"
+    options = {"include": ("regex_list", []), "exclude": ("regex_list", [])}
 
     def check(self) -> str:
         return f"listed {sum(1 for _ in self.client.warehouses.list())} SQL warehouses"
 
     def collect(self, cycle: Cycle, state: dict) -> None:
+        wanted = NameFilter(self.settings.options["include"], self.settings.options["exclude"])
         for warehouse in self.client.warehouses.list():
             w = warehouse.as_dict()
             wid = w["id"]
+            if not wanted(w.get("name")):
+                continue
             cycle.gauge(m.WAREHOUSE_INFO, 1, warehouse_id=wid, warehouse_name=w.get("name") or "",
                         cluster_size=w.get("cluster_size") or "", warehouse_type=w.get("warehouse_type") or "",
                         serverless=str(bool(w.get("enable_serverless_compute"))).lower())
