@@ -169,6 +169,11 @@ class Engine:
                             "cardinality.max_series_per_collector or narrow the include/exclude filters", folded,
                             extra=context)
             status.series_dropped = folded
+            if cycle.malformed:
+                self.store.inc(m.MALFORMED_ITEMS, {"workspace_id": workspace.workspace_id,
+                                                   "collector": collector.name}, cycle.malformed)
+                log.warning("skipped %d malformed items; the first: %s", cycle.malformed, cycle.first_malformed,
+                            extra=context)
         except Exception as exc:  # noqa: BLE001 - a failed cycle is reported, never fatal
             ok, error = False, describe_error(exc)
         duration, cpu = time.monotonic() - started, time.thread_time() - cpu_started

@@ -68,6 +68,11 @@ API_REQUESTS = define(
     "Requests sent to the Databricks REST API, by endpoint (ids replaced by placeholders) and HTTP status.",
     WS + ("endpoint", "status_code"))
 
+MALFORMED_ITEMS = define(
+    "databricks_exporter_malformed_items_total", COUNTER,
+    "Items (runs, clusters, events, ...) skipped because their payload could not be understood; an item that stays "
+    "in a listing is skipped, and counted, again each cycle.",
+    WS + ("collector",))
 SERIES_DROPPED = define(
     "databricks_exporter_series_dropped", GAUGE,
     "Series the cardinality guard folded into entity \"_other\" (or dropped) in the collector's last cycle, because "

@@ -4,6 +4,7 @@ exactly-once, persisted together so a restart neither loses nor double counts.""
 from __future__ import annotations
 
 import bisect
+import contextlib
 import copy
 import json
 import logging
@@ -75,6 +76,23 @@ class Cycle:
         self.observations: list[tuple[m.Metric, LabelValues, float]] = []
         self.forgets: list[tuple[m.Metric, Callable[[dict[str, str]], bool]]] = []
         self.additive: set[m.Metric] = set()   # gauges that count things, so they can be summed when folded
+        self.malformed = 0                     # items skipped because their payload made no sense
+        self.first_malformed = ""
+
+    @contextlib.contextmanager
+    def item(self, what: str):
+        """Process one item (a run, a cluster, an event): if its payload is malformed, undo what it added to the
+        counters, skip it and note it, so one bad record neither fails nor poisons every later cycle. API and
+        network errors are not caught: they fail the cycle, and the cursor does not move past unread data."""
+        marks = (len(self.increments), len(self.observations))
+        try:
+            yield
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError) as exc:
+            del self.increments[marks[0]:]
+            del self.observations[marks[1]:]
+            self.malformed += 1
+            if not self.first_malformed:
+                self.first_malformed = f"{what}: {type(exc).__name__}: {exc}"[:300]
 
     def _labels(self, metric: m.Metric, labels: dict[str, Any]) -> LabelValues:
         if "workspace_id" in metric.labels:
@@ -192,6 +210,14 @@ class MetricStore:
         with self._lock:
             series = self._counters.setdefault(metric, {})
             series[values] = series.get(values, 0.0) + amount
+            self._changed()
+
+    def observe(self, metric: m.Metric, labels: dict[str, Any], value: float) -> None:
+        """An immediate histogram observation (the exporter's own bookkeeping, e.g. SQL statement durations)."""
+        values = label_values(metric, labels)
+        with self._lock:
+            self._histograms.setdefault(metric, {}).setdefault(values, Histogram.empty(metric)).observe(
+                metric, value)
             self._changed()
 
     def on_change(self, listener: Callable[[], None]) -> None:

@@ -53,9 +53,11 @@ class ClustersCollector(Collector):
         counted: dict[str, float] = state.setdefault("terminations", {})  # "id@terminated_time" -> ms
         now_ms = self.clock() * 1000
 
-        current = {c["cluster_id"]: c for c in self._list(NOT_TERMINATED)}
-        for cluster in current.values():
-            self._emit_cluster(cycle, cluster)
+        current = {}
+        for cluster in self._list(NOT_TERMINATED):
+            with cycle.item("cluster"):
+                current[str(cluster["cluster_id"])] = cluster
+                self._emit_cluster(cycle, cluster)
 
         def count_termination(cluster: dict) -> None:
             ended = cluster.get("terminated_time") or 0
@@ -69,15 +71,17 @@ class ClustersCollector(Collector):
 
         if not self.scanned_terminated:
             for cluster in self._list([State.TERMINATED]):
-                count_termination(cluster)
+                with cycle.item("terminated cluster"):
+                    count_termination(cluster)
         # Clusters that were alive last cycle and are gone from the list terminated since: one get each.
         for cluster_id in [c for c in alive if c not in current]:
             try:
                 cluster = self.client.clusters.get(cluster_id).as_dict()
             except NotFound:
                 cluster = None   # permanently deleted: its termination reason is gone with it
-            if cluster and cluster.get("state") == "TERMINATED":
-                count_termination(cluster)
+            with cycle.item("terminated cluster"):
+                if cluster and cluster.get("state") == "TERMINATED":
+                    count_termination(cluster)
         self.scanned_terminated = True
         for key in [k for k, ended in counted.items() if ended < now_ms - TERMINATION_MEMORY_MS]:
             del counted[key]
@@ -129,11 +133,12 @@ class ClustersCollector(Collector):
         events = self.client.clusters.events(cluster_id, start_time=int(cursor.watermark),
                                              order=GetEventsOrder.ASC, page_size=500)
         for event in events:
-            timestamp, kind = event.timestamp or 0, enum_name(event.type)
-            key = f"{timestamp}:{kind}"   # events carry no id; time and type identify one
-            if not cursor.is_new(key) or timestamp < cursor.watermark:
-                continue
-            cursor.mark(key, timestamp)
-            newest = max(newest, timestamp)
-            cycle.inc(m.CLUSTER_EVENTS, cluster_id=cluster_id, event_type=kind)
+            with cycle.item("cluster event"):
+                timestamp, kind = int(event.timestamp or 0), enum_name(event.type)
+                key = f"{timestamp}:{kind}"   # events carry no id; time and type identify one
+                if not cursor.is_new(key) or timestamp < cursor.watermark:
+                    continue
+                cursor.mark(key, timestamp)
+                newest = max(newest, timestamp)
+                cycle.inc(m.CLUSTER_EVENTS, cluster_id=cluster_id, event_type=kind or "UNKNOWN")
         cursor.advance(newest)

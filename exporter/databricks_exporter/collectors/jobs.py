@@ -111,25 +111,27 @@ class JobsCollector(Collector):
 
         newest = cursor.watermark
         for run in self._list_runs(start_time_from=int(cursor.watermark), expand_tasks=True):
-            run_id, start = str(run["run_id"]), run.get("start_time") or 0
-            newest = max(newest, start)
-            if not cursor.is_new(run_id) and run_id not in pending:
-                continue
-            cursor.mark(run_id, start)
-            job_id = str(run.get("job_id", ""))
-            if job_id in names and not self.wanted(names[job_id]):
-                pending.pop(run_id, None)
-                continue
-            if is_terminal(run):
-                complete(run)
-            else:
-                pending[run_id] = start
-                active[run_id] = (job_id, active_state(run))
+            with cycle.item("run"):
+                run_id, start = str(run["run_id"]), int(run.get("start_time") or 0)
+                newest = max(newest, start)
+                if not cursor.is_new(run_id) and run_id not in pending:
+                    continue
+                cursor.mark(run_id, start)
+                job_id = str(run.get("job_id", ""))
+                if job_id in names and not self.wanted(names[job_id]):
+                    pending.pop(run_id, None)
+                    continue
+                if is_terminal(run):
+                    complete(run)
+                else:
+                    pending[run_id] = start
+                    active[run_id] = (job_id, active_state(run))
 
         for run in self._list_runs(active_only=True):
-            active[str(run["run_id"])] = (str(run.get("job_id", "")), active_state(run))
-            # A run we have not met (it started before the watermark, e.g. before the first start) is followed too.
-            pending.setdefault(str(run["run_id"]), run.get("start_time") or 0)
+            with cycle.item("active run"):
+                active[str(run["run_id"])] = (str(run.get("job_id", "")), active_state(run))
+                # A run not met before (it started before the watermark, e.g. before the first start) is followed.
+                pending.setdefault(str(run["run_id"]), int(run.get("start_time") or 0))
 
         # Runs we follow that left the active list finished (or are BLOCKED/WAITING): one runs/get each.
         for run_id in [r for r in pending if r not in active]:
@@ -138,10 +140,11 @@ class JobsCollector(Collector):
             except NotFound:
                 pending.pop(run_id, None)   # deleted: nothing to count
                 continue
-            if is_terminal(run):
-                complete(run)
-            else:
-                active[run_id] = (str(run.get("job_id", "")), active_state(run))
+            with cycle.item("run"):
+                if is_terminal(run):
+                    complete(run)
+                else:
+                    active[run_id] = (str(run.get("job_id", "")), active_state(run))
 
         cursor.advance(newest - self.settings.options["listing_margin"] * 1000)
 
@@ -160,15 +163,19 @@ class JobsCollector(Collector):
     def _emit_jobs(self, cycle: Cycle) -> dict[str, str]:
         names = {}
         for job in self._iter_jobs():
-            job_id = str(job["job_id"])
-            settings = job.get("settings") or {}
-            names[job_id] = settings.get("name") or ""
-            if not self.wanted(names[job_id]):
-                continue
-            schedule = settings.get("schedule")
-            paused = "none" if not schedule else str(schedule.get("pause_status") == "PAUSED").lower()
-            cycle.gauge(m.JOB_INFO, 1, job_id=job_id, job_name=names[job_id], schedule_paused=paused)
+            with cycle.item("job"):
+                self._emit_job(cycle, job, names)
         return names
+
+    def _emit_job(self, cycle: Cycle, job: dict, names: dict[str, str]) -> None:
+        job_id = str(job["job_id"])
+        settings = job.get("settings") or {}
+        names[job_id] = settings.get("name") or ""
+        if not self.wanted(names[job_id]):
+            return
+        schedule = settings.get("schedule")
+        paused = "none" if not schedule else str(schedule.get("pause_status") == "PAUSED").lower()
+        cycle.gauge(m.JOB_INFO, 1, job_id=job_id, job_name=names[job_id], schedule_paused=paused)
 
     def _count_run(self, cycle: Cycle, job_id: str, run: dict, last: dict) -> None:
         result = run_result(run)
