@@ -77,10 +77,10 @@ class ExporterProcess:
         config.setdefault("state_file", str(self.state_file))
         config.setdefault("web", {"listen_address": f"127.0.0.1:{self.port}"})
         self.config_path.write_text(yaml.safe_dump(config))
-        self.env = {**os.environ, "DATABRICKS_HOST": simulator.url, "DATABRICKS_TOKEN": simulator.token,
-                    **(env or {})}
+        self.env = {**os.environ, "DATABRICKS_HOST": simulator.url, "DATABRICKS_TOKEN": simulator.token}
         for name in ("DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET", "DATABRICKS_CONFIG_PROFILE"):
             self.env.pop(name, None)
+        self.env.update(env or {})
         self.proc: subprocess.Popen | None = None
         self.scheme = "http"
 

@@ -11,6 +11,7 @@ import logging
 import re
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
@@ -20,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
+from .faults import FaultPlan, FaultSpecError
 from .workspace import ApiError, SimulatedWorkspace, invalid_parameter
 
 log = logging.getLogger(__name__)
@@ -150,6 +152,7 @@ class SimulatorServer:
         self.url = f"http://{public_host}:{bound_port}"
         self.workspace.base_url = self.url
         self.workspace.host_name = public_host
+        self.faults = FaultPlan()
         self.routes = self._routes()
 
     # -- lifecycle
@@ -200,6 +203,11 @@ class SimulatorServer:
             route("POST", "/simulator/pause", self._pause, authenticated=False),
             route("POST", "/simulator/resume", self._resume, authenticated=False),
             route("GET", "/simulator/stats", self._stats_view, authenticated=False),
+            # Fault injection (simulator/faults.py).
+            route("POST", "/simulator/faults", self._faults_set, authenticated=False),
+            route("DELETE", "/simulator/faults", self._faults_clear, authenticated=False),
+            route("GET", "/simulator/faults", lambda request: Response(200, self.faults.describe()),
+                  authenticated=False),
         ]
 
     def dispatch(self, handler: BaseHTTPRequestHandler, method: str) -> None:
@@ -220,9 +228,15 @@ class SimulatorServer:
             request = Request(method=method, path=path, query=parse_qs(parts.query, keep_blank_values=True),
                               body=body, headers=handler.headers, params=params,
                               base_url=f"http://{handler.headers.get('Host') or self.url[len('http://'):]}")
+            fault = self.faults.decide(f"{method} {route.template}") if route.template.startswith("/api/") else None
+            if fault and self._inject(handler, fault):
+                return
             if route.authenticated:
                 request.principal = self._authenticate(request)
             response = route.handler(request)
+            if fault and fault.kind in ("malformed", "truncated"):
+                self._send_raw(handler, 200, self._garbled(response.body, fault.kind))
+                return
         except ApiError as e:
             response = Response(e.status, e.body(), {"Allow": ", ".join(allowed)} if e.status == 405 else None)
         except Exception:
@@ -241,6 +255,59 @@ class SimulatorServer:
                     return route, m.groupdict(), []
                 allowed.append(route.method)
         return None, {}, allowed
+
+    def _inject(self, handler: BaseHTTPRequestHandler, fault) -> bool:
+        """Answer with the fault instead of the real response; False when the request should go on (slow, or a
+        body to garble after the real handler ran)."""
+        if fault.kind == "slow":
+            time.sleep(fault.slow_seconds)
+            return False
+        if fault.kind == "dropped":
+            handler.close_connection = True
+            try:
+                handler.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return True
+        if fault.kind == "rate_limited":
+            self._send(handler, Response(429, {"error_code": "REQUEST_LIMIT_EXCEEDED",
+                                               "message": "Too many requests. Please wait and retry."},
+                                         {"Retry-After": str(fault.retry_after)}))
+            return True
+        if fault.kind in ("server_error", "unavailable"):
+            status = 500 if fault.kind == "server_error" else 503
+            code = "INTERNAL_ERROR" if status == 500 else "TEMPORARILY_UNAVAILABLE"
+            headers = {"Retry-After": str(fault.retry_after)} if status == 503 else None
+            self._send(handler, Response(status, {"error_code": code, "message": "Simulated fault"}, headers))
+            return True
+        return False
+
+    @staticmethod
+    def _garbled(body: dict, kind: str) -> bytes:
+        payload = json.dumps(body).encode()
+        return payload[: max(1, len(payload) // 2)] if kind == "truncated" else b"{\"runs\": [<html>Bad gateway"
+
+    @staticmethod
+    def _send_raw(handler: BaseHTTPRequestHandler, status: int, payload: bytes) -> None:
+        try:
+            handler.send_response(status)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(payload)))
+            handler.end_headers()
+            handler.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _faults_set(self, request: Request) -> Response:
+        try:
+            self.faults.set(request.json())
+        except (FaultSpecError, TypeError, ValueError) as exc:
+            raise invalid_parameter(f"Invalid fault specification: {exc}") from None
+        return Response(200, self.faults.describe())
+
+    def _faults_clear(self, request: Request) -> Response:
+        self.faults.clear()
+        return Response(200, self.faults.describe())
 
     @staticmethod
     def _send(handler: BaseHTTPRequestHandler, response: Response) -> None:
@@ -261,6 +328,8 @@ class SimulatorServer:
     def _authenticate(self, request: Request) -> str:
         """Accept the configured PAT or an unexpired OAuth token we issued; never echo what was sent."""
         scheme, _, credential = (request.headers.get("Authorization") or "").partition(" ")
+        if self.faults.token_expired:
+            raise ApiError(401, "UNAUTHENTICATED", "Token is expired.")
         if scheme.lower() != "bearer" or not credential:
             raise ApiError(401, "UNAUTHENTICATED",
                            "Credential was not sent or was of an unsupported type for this API.")
@@ -311,9 +380,10 @@ class SimulatorServer:
         with self._lock:
             now = time.monotonic()
             self._issued_tokens = {t: e for t, e in self._issued_tokens.items() if e > now}
-            self._issued_tokens[access_token] = now + OAUTH_TOKEN_TTL_S
+            ttl = int(self.faults.oauth_token_ttl or OAUTH_TOKEN_TTL_S)
+            self._issued_tokens[access_token] = now + ttl
         return Response(200, {"access_token": access_token, "token_type": "Bearer",
-                              "expires_in": OAUTH_TOKEN_TTL_S, "scope": form.get("scope", "all-apis")})
+                              "expires_in": ttl, "scope": form.get("scope", "all-apis")})
 
     # -- REST API
 
