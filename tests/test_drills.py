@@ -27,3 +27,40 @@ def test_a_damaged_state_file_means_a_warning_and_a_fresh_start(exporter_factory
     assert "damaged" in exporter.log() and exporter.state_file.with_suffix(".json.corrupt").exists()
     # and the fresh state it writes is whole JSON again
     wait_for(lambda: json.loads(exporter.state_file.read_text()).get("version") == 1, 20, what="a new state file")
+
+
+def test_crash_and_restart_drill(simulator, exporter_factory, prometheus_factory):
+    """SIGKILL the exporter at random moments, ten times, while the workload runs. The counters the real Prometheus
+    scraped never reset, and in the end equal the simulated workspace's truth: nothing lost, nothing twice."""
+    import random
+    import signal
+    import urllib.request
+
+    from conftest import http_get
+
+    exporter = exporter_factory(fast_config()).start()
+    since = total(parse(exporter.metrics()), "databricks_exporter_counting_since_timestamp_seconds", collector="jobs")
+    prometheus = prometheus_factory([f"127.0.0.1:{exporter.port}"])
+    rng = random.Random(11)
+    for _ in range(10):
+        time.sleep(rng.uniform(0.5, 4.0))
+        exporter.kill(signal.SIGKILL)
+        time.sleep(rng.uniform(0.0, 2.0))
+        exporter.start()
+    urllib.request.urlopen(urllib.request.Request(simulator.url + "/simulator/pause", method="POST", data=b""),
+                           timeout=10).read()
+    try:
+        expected = json.loads(http_get(f"{simulator.url}/simulator/truth?since={since}")[2])["job_runs"]["total"]
+
+        def scraped() -> float:
+            result = prometheus.query("sum(databricks_job_runs_total)")
+            return float(result[0]["value"][1]) if result else -1
+
+        wait_for(lambda: scraped() == expected, 60, what=f"Prometheus to scrape job runs == truth ({expected})")
+        window = int(time.time() - since) + 60
+        assert prometheus.query(f"sum(resets(databricks_job_runs_total[{window}s])) > 0") == []
+        assert total(parse(exporter.metrics()), "databricks_exporter_counting_since_timestamp_seconds",
+                     collector="jobs") == since
+    finally:
+        urllib.request.urlopen(urllib.request.Request(simulator.url + "/simulator/resume", method="POST", data=b""),
+                               timeout=10).read()
