@@ -90,16 +90,9 @@ class ClustersCollector(Collector):
 
         event_cursors: dict[str, dict] = state.setdefault("events", {})
         if self.settings.options["events"]:
-            max_age_ms = self.settings.options["events_max_age"] * 1000
             for cluster_id, cluster in current.items():
-                cursor_state = event_cursors.setdefault(cluster_id, {})
-                fingerprint = "/".join(str(cluster.get(k)) for k in (
-                    "state", "num_workers", "last_restarted_time", "start_time")) + f"/{len(cluster.get('executors') or [])}"
-                if cursor_state.get("fingerprint") == fingerprint and \
-                        now_ms - cursor_state.get("read_at", 0) < max_age_ms:
-                    continue
-                self._count_events(cycle, cluster_id, Cursor(cursor_state, since_ms))
-                cursor_state["fingerprint"], cursor_state["read_at"] = fingerprint, now_ms
+                with cycle.item("cluster"):
+                    self._maybe_count_events(cycle, cluster_id, cluster, event_cursors, since_ms, now_ms)
         for cluster_id in [c for c in event_cursors if c not in current]:
             del event_cursors[cluster_id]
         cycle.keep_only(m.CLUSTER_EVENTS, lambda labels: labels["cluster_id"] in current)
@@ -127,6 +120,17 @@ class ClustersCollector(Collector):
         started = c.get("last_restarted_time") or c.get("start_time")
         if started:
             cycle.gauge(m.CLUSTER_START, started / 1000.0, cluster_id=cid)
+
+    def _maybe_count_events(self, cycle: Cycle, cluster_id: str, cluster: dict, event_cursors: dict,
+                            since_ms: float, now_ms: float) -> None:
+        cursor_state = event_cursors.setdefault(cluster_id, {})
+        fingerprint = "/".join(str(cluster.get(k)) for k in ("state", "num_workers", "last_restarted_time",
+                                                             "start_time", "executors"))
+        max_age_ms = self.settings.options["events_max_age"] * 1000
+        if cursor_state.get("fingerprint") == fingerprint and now_ms - cursor_state.get("read_at", 0) < max_age_ms:
+            return
+        self._count_events(cycle, cluster_id, Cursor(cursor_state, since_ms))
+        cursor_state["fingerprint"], cursor_state["read_at"] = fingerprint, now_ms
 
     def _count_events(self, cycle: Cycle, cluster_id: str, cursor: Cursor) -> None:
         newest = cursor.watermark

@@ -75,11 +75,16 @@ class JobsCollector(Collector):
         # On the very first start, runs that started this long before counting began are scanned once, so a run
         # that started before counting_since and finished after it is still counted.
         "max_run_duration": ("duration", 6 * 3600.0),
+        # Job settings (names, schedules) change rarely; a workspace with 10,000 jobs needs 100 list pages, so the
+        # list is refreshed at this interval rather than every cycle.
+        "jobs_list_interval": ("duration", 300.0),
     }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.wanted = NameFilter(self.settings.options.get("include"), self.settings.options.get("exclude"))
+        self._jobs: list[dict] = []
+        self._jobs_listed_at = -float("inf")
 
     def check(self) -> str:
         jobs = list(self._iter_jobs(limit=1, first_page_only=True))
@@ -161,8 +166,11 @@ class JobsCollector(Collector):
             yield run.as_dict()
 
     def _emit_jobs(self, cycle: Cycle) -> dict[str, str]:
-        names = {}
-        for job in self._iter_jobs():
+        if self.clock() - self._jobs_listed_at >= self.settings.options.get("jobs_list_interval", 0):
+            self._jobs = list(self._iter_jobs())
+            self._jobs_listed_at = self.clock()
+        names: dict[str, str] = {}
+        for job in self._jobs:
             with cycle.item("job"):
                 self._emit_job(cycle, job, names)
         return names
