@@ -29,24 +29,7 @@ SEVERITIES = {"critical", "warning", "info"}
 # the type and labels their issues specify. When one lands in metrics.REGISTRY, delete it here: the test below
 # says so, and from then on the rules are checked against the real definition.
 PENDING_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
-    # issue 3: billing, budgets, utilization, queries
-    "databricks_billing_cost": (m.GAUGE, ("workspace_id", "sku_name", "billing_origin_product", "currency", "period")),
-    "databricks_billing_usage_latest_timestamp_seconds": (m.GAUGE, ("workspace_id",)),
-    "databricks_budget_limit": (m.GAUGE, ("budget", "period", "currency")),
-    "databricks_budget_spend": (m.GAUGE, ("budget", "period", "currency")),
-    "databricks_cluster_cpu_utilization_ratio": (m.GAUGE, ("workspace_id", "cluster_id", "node_role")),
-    "databricks_cluster_memory_utilization_ratio": (m.GAUGE, ("workspace_id", "cluster_id", "node_role")),
-    "databricks_queries_total": (m.COUNTER, ("workspace_id", "warehouse_id", "status", "statement_type")),
-    "databricks_query_duration_seconds": (m.HISTOGRAM, ("workspace_id", "warehouse_id")),
-    "databricks_queries_active": (m.GAUGE, ("workspace_id", "warehouse_id", "status")),
-    # issue 4: pipelines and tables
-    "databricks_pipeline_info": (m.GAUGE, ("workspace_id", "pipeline_id", "pipeline_name", "continuous", "serverless")),
-    "databricks_pipeline_state": (m.GAUGE, ("workspace_id", "pipeline_id", "state")),
-    "databricks_pipeline_updates_total": (m.COUNTER, ("workspace_id", "pipeline_id", "state", "cause")),
-    "databricks_pipeline_expectation_records_total": (
-        m.COUNTER, ("workspace_id", "pipeline_id", "dataset", "expectation", "outcome")),
-    "databricks_pipeline_dropped_records_total": (m.COUNTER, ("workspace_id", "pipeline_id", "dataset")),
-    "databricks_pipeline_flow_backlog_seconds": (m.GAUGE, ("workspace_id", "pipeline_id", "flow_name")),
+    # issue 4: tables
     "databricks_table_last_modified_timestamp_seconds": (m.GAUGE, ("workspace_id", "table")),
     "databricks_table_freshness_slo_seconds": (m.GAUGE, ("workspace_id", "table")),
     "databricks_table_size_bytes": (m.GAUGE, ("workspace_id", "table")),

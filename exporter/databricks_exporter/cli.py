@@ -187,7 +187,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .simulator.server import SimulatorServer
 
     host, _, port = args.sim_listen.rpartition(":")
-    simulator = SimulatorServer(host=host or "127.0.0.1", port=int(port), seed=args.seed).start()
+    # sql_port=0: an HTTPS listener for SQL on a free port, with a throwaway CA and certificate (see simulator/tls.py).
+    simulator = SimulatorServer(host=host or "127.0.0.1", port=int(port), seed=args.seed, sql_port=0).start()
     os.environ["DATABRICKS_HOST"] = simulator.url
     os.environ["DATABRICKS_TOKEN"] = simulator.token
     for name in ("DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET", "DATABRICKS_CONFIG_PROFILE"):
@@ -195,8 +196,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.listen_address is None and args.config_file is None:
         settings.listen_address = "127.0.0.1:9977"
+    # SQL collectors work out of the box: the first serverless warehouse (it starts in seconds), and the CA that
+    # signed the simulator's certificate.
+    serverless = [w.id for w in simulator.workspace.warehouses if w.serverless] or \
+        [w.id for w in simulator.workspace.warehouses]
+    for workspace in settings.workspaces:
+        workspace.warehouse_id = workspace.warehouse_id or os.environ.get("DATABRICKS_WAREHOUSE_ID") or serverless[0]
+        workspace.tls_ca_bundle = workspace.tls_ca_bundle or simulator.tls_ca_file
     logs.setup(settings.log_level, settings.log_format)
-    banner = (f"simulated workspace: {simulator.url}\n"
+    banner = (f"simulated workspace: {simulator.url}  (SQL: https://{simulator.sql_hostname}:{simulator.sql_port}, "
+              f"warehouse {settings.workspaces[0].warehouse_id})\n"
               f"exporter:            http://127.0.0.1:{{port}}/  (metrics at /metrics; the first values "
               f"arrive within a minute)\nPress Ctrl-C to stop.")
     try:

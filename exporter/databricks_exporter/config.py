@@ -40,6 +40,10 @@ class WorkspaceSettings:
     # Passed to databricks-sdk's Config as keyword arguments; empty means "from the environment / ~/.databrickscfg".
     auth: dict[str, str]
     workspace_id: str | None = None
+    # SQL collectors (system tables): the warehouse they query, and a CA bundle for its TLS certificate.
+    warehouse_id: str | None = None
+    tls_ca_bundle: str | None = None
+    index: int = 0              # position in the file: account-wide work (budgets) is done by the first workspace
 
     @property
     def host(self) -> str:
@@ -259,6 +263,9 @@ def load(path: str | None, collector_specs: dict[str, Any], sink_specs: dict[str
             options={key: section.get(key, kind, default) for key, (kind, default) in spec.options.items()},
         )
         section.finish()
+        # Structured options (budgets, discounts) are checked by the collector itself, named by file and key.
+        if settings.collectors[name].enabled and hasattr(spec, "validate_options"):
+            spec.validate_options(settings.collectors[name].options, section.error)
     collectors.finish()
 
     sinks = top.child("sinks")
@@ -294,6 +301,9 @@ def load(path: str | None, collector_specs: dict[str, Any], sink_specs: dict[str
             name=reader.get("name", "str") or "",
             auth=auth,
             workspace_id=reader.get("workspace_id", "str"),
+            warehouse_id=reader.get("warehouse_id", "str", check=_warehouse_id),
+            tls_ca_bundle=reader.get("tls_ca_bundle", "str", check=_readable_file),
+            index=index,
         )
         reader.finish()
         if not workspace.host and not auth.get("profile") and not os.environ.get("DATABRICKS_CONFIG_PROFILE"):
@@ -316,6 +326,18 @@ def shard_of(workspace: WorkspaceSettings, count: int) -> int:
     exporter computes the same split without talking to the others."""
     key = (workspace.host or workspace.name).lower().rstrip("/").removeprefix("https://").removeprefix("http://")
     return int(hashlib.sha256(key.encode()).hexdigest(), 16) % count
+
+
+def _warehouse_id(value: str) -> str:
+    if not re.match(r"^[A-Za-z0-9]+$", value):
+        raise ValueError(f"expected a SQL warehouse id such as 1a2b3c4d5e6f7a8b, got {value!r}")
+    return value
+
+
+def _readable_file(value: str) -> str:
+    if not os.path.isfile(value) or not os.access(value, os.R_OK):
+        raise ValueError(f"not a readable file: {value!r}")
+    return value
 
 
 def _default_name(host: str) -> str:

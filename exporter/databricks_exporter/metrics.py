@@ -174,6 +174,214 @@ JOB_TASK_RUNS = define(
     "Completed task runs of completed job runs, by task and result (opt-in: jobs.task_metrics).",
     WS + ("job_id", "task_key", "result_state"), **_JOBS)
 
+# --- pipelines (Lakeflow Declarative Pipelines, DLT) ---------------------------------------------
+# Triggered updates take minutes to hours; continuous ones run for days until a restart.
+PIPELINE_UPDATE_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
+_PL = dict(collector="pipelines", source="GET /api/2.0/pipelines")
+_PLE = dict(collector="pipelines", source="GET /api/2.0/pipelines/{id}/events")
+PIPELINE_INFO = define(
+    "databricks_pipeline_info", GAUGE,
+    "A pipeline; always 1. continuous and serverless are true or false, from the pipeline's spec.",
+    WS + ("pipeline_id", "pipeline_name", "continuous", "serverless"), collector="pipelines",
+    source="GET /api/2.0/pipelines, GET /api/2.0/pipelines/{id}")
+PIPELINE_STATE = define(
+    "databricks_pipeline_state", GAUGE,
+    "The pipeline's current state (1 for the current state: IDLE, DEPLOYING, STARTING, RUNNING, STOPPING, "
+    "RECOVERING, RESETTING, FAILED, DELETED).", WS + ("pipeline_id", "state"), **_PL)
+PIPELINE_HEALTHY = define(
+    "databricks_pipeline_healthy", GAUGE, "Whether the pipeline reports itself HEALTHY (1) or UNHEALTHY (0).",
+    WS + ("pipeline_id",), **_PL)
+PIPELINE_UPDATES = define(
+    "databricks_pipeline_updates_total", COUNTER,
+    "Pipeline updates that ended, counted once each when their terminal update_progress event (COMPLETED, "
+    "FAILED, CANCELED) appears in the event log, by that state and the update's cause.",
+    WS + ("pipeline_id", "state", "cause"), **_PLE)
+PIPELINE_UPDATE_DURATION = define(
+    "databricks_pipeline_update_duration_seconds", HISTOGRAM,
+    "Duration of ended pipeline updates, from creation (queueing and cluster start included) to the terminal "
+    "state.", WS + ("pipeline_id",), unit="seconds", buckets=PIPELINE_UPDATE_BUCKETS, **_PLE)
+PIPELINE_LAST_SUCCESS = define(
+    "databricks_pipeline_last_success_timestamp_seconds", GAUGE,
+    "When the pipeline's newest COMPLETED update ended (among updates the exporter has counted).",
+    WS + ("pipeline_id",), unit="seconds", **_PLE)
+PIPELINE_FLOW_OUTPUT_ROWS = define(
+    "databricks_pipeline_flow_output_rows_total", COUNTER,
+    "Rows the flow wrote: the sum of num_output_rows over its flow_progress events (each reports one batch).",
+    WS + ("pipeline_id", "flow_name"), **_PLE)
+PIPELINE_FLOW_FAILURES = define(
+    "databricks_pipeline_flow_failures_total", COUNTER, "flow_progress events of the flow with status FAILED.",
+    WS + ("pipeline_id", "flow_name"), **_PLE)
+PIPELINE_FLOW_BACKLOG_BYTES = define(
+    "databricks_pipeline_flow_backlog_bytes", GAUGE,
+    "Bytes waiting in the streaming flow's source, as of its newest flow_progress event that reported a backlog.",
+    WS + ("pipeline_id", "flow_name"), unit="bytes", **_PLE)
+PIPELINE_FLOW_BACKLOG_RECORDS = define(
+    "databricks_pipeline_flow_backlog_records", GAUGE,
+    "Records waiting in the streaming flow's source, as of its newest flow_progress event that reported them.",
+    WS + ("pipeline_id", "flow_name"), **_PLE)
+PIPELINE_FLOW_BACKLOG_FILES = define(
+    "databricks_pipeline_flow_backlog_files", GAUGE,
+    "Files waiting in the streaming flow's source (Auto Loader), as of its newest flow_progress event that "
+    "reported them.", WS + ("pipeline_id", "flow_name"), **_PLE)
+PIPELINE_FLOW_BACKLOG_SECONDS = define(
+    "databricks_pipeline_flow_backlog_seconds", GAUGE,
+    "How far the streaming flow lags behind its source (processing lag), as of its newest flow_progress event "
+    "that reported it.", WS + ("pipeline_id", "flow_name"), unit="seconds", **_PLE)
+PIPELINE_DROPPED_RECORDS = define(
+    "databricks_pipeline_dropped_records_total", COUNTER,
+    "Records dropped by the dataset's expect_or_drop expectations (flow_progress data_quality.dropped_records).",
+    WS + ("pipeline_id", "dataset"), **_PLE)
+PIPELINE_EXPECTATION_RECORDS = define(
+    "databricks_pipeline_expectation_records_total", COUNTER,
+    "Records checked by each expectation, by outcome (passed or failed), from flow_progress data_quality; "
+    "pass rate = passed / (passed + failed).", WS + ("pipeline_id", "dataset", "expectation", "outcome"), **_PLE)
+PIPELINE_EVENTS = define(
+    "databricks_pipeline_events_total", COUNTER, "Entries of the pipeline's event log, by level (INFO, WARN, ERROR, "
+    "METRICS).", WS + ("pipeline_id", "level"), **_PLE)
+PIPELINE_EXECUTORS = define(
+    "databricks_pipeline_executors", GAUGE,
+    "Executors of the pipeline's compute in its newest cluster_resources event while an update runs; 0 when none "
+    "runs.", WS + ("pipeline_id",), **_PLE)
+PIPELINE_TASK_SLOT_UTILIZATION = define(
+    "databricks_pipeline_task_slot_utilization_ratio", GAUGE,
+    "Average task slot utilization (0..1) in the pipeline's newest cluster_resources event, while an update runs.",
+    WS + ("pipeline_id",), unit="ratio", **_PLE)
+
+# --- SQL on a warehouse (the exporter itself) ----------------------------------------------------
+# From 50 ms (a cached result) to an hour, with 60 s and 300 s among the bounds so "slower than 5 minutes" is a bucket.
+QUERY_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+_SQLX = dict(source="databricks-sql-connector (Thrift) on the configured warehouse_id")
+SQL_QUERIES = define(
+    "databricks_exporter_sql_queries_total", COUNTER,
+    "SQL statements the exporter ran on the workspace's SQL warehouse, by collector and outcome (success, error), "
+    "and statements not sent because the warehouse was stopped and wake_warehouse is false (skipped).",
+    WS + ("collector", "outcome"), **_SQLX)
+SQL_QUERY_DURATION = define(
+    "databricks_exporter_sql_query_duration_seconds", HISTOGRAM,
+    "How long the exporter's SQL statements took, warehouse start-up and retries included.",
+    WS + ("collector",), unit="seconds", buckets=QUERY_DURATION_BUCKETS, **_SQLX)
+SQL_DATA_STALE = define(
+    "databricks_exporter_sql_data_stale", GAUGE,
+    "1 when the collector's last cycle did not query (its warehouse was stopped and wake_warehouse is false): its "
+    "metrics are the values of its last refresh. 0 after a refresh.", WS + ("collector",), **_SQLX)
+SQL_LAST_REFRESH = define(
+    "databricks_exporter_sql_last_refresh_timestamp_seconds", GAUGE,
+    "When the collector last read its system tables.", WS + ("collector",), unit="seconds", **_SQLX)
+
+# --- billing and budgets ------------------------------------------------------------------------
+_BILL = dict(collector="billing", source="system.billing.usage JOIN system.billing.list_prices")
+_COST_HELP = ("priced at the list price valid when the usage happened, less the discount configured for the billing "
+              "collector (discount, sku_discounts), so what the customer pays; with no discount configured it is the "
+              "list cost (see databricks_billing_cost_basis_info). Retractions and restatements are included. "
+              "period is day (the current UTC day) or month (the UTC month to date).")
+BILLING_USAGE = define(
+    "databricks_billing_usage", GAUGE,
+    "Usage (DBUs, or the SKU's usage_unit) by SKU and product, retractions and restatements included. period is day "
+    "(the current UTC day) or month (the UTC month to date).",
+    WS + ("sku_name", "billing_origin_product", "usage_unit", "period"), **_BILL)
+BILLING_COST = define(
+    "databricks_billing_cost", GAUGE, "Cost by SKU and product, " + _COST_HELP,
+    WS + ("sku_name", "billing_origin_product", "currency", "period"), **_BILL)
+BILLING_COST_BY_JOB = define(
+    "databricks_billing_cost_by_job", GAUGE, "Cost of the job's compute (usage_metadata.job_id), " + _COST_HELP,
+    WS + ("job_id", "currency", "period"), **_BILL)
+BILLING_COST_BY_WAREHOUSE = define(
+    "databricks_billing_cost_by_warehouse", GAUGE,
+    "Cost of the SQL warehouse (usage_metadata.warehouse_id), " + _COST_HELP,
+    WS + ("warehouse_id", "currency", "period"), **_BILL)
+BILLING_COST_BY_PIPELINE = define(
+    "databricks_billing_cost_by_pipeline", GAUGE,
+    "Cost of the pipeline (usage_metadata.dlt_pipeline_id), " + _COST_HELP,
+    WS + ("pipeline_id", "currency", "period"), **_BILL)
+BILLING_COST_BY_TAG = define(
+    "databricks_billing_cost_by_tag", GAUGE,
+    "Cost by the value of each tag key named in billing.tag_keys (custom_tags); usage without the tag has "
+    "tag_value=\"\". " + _COST_HELP, WS + ("tag_key", "tag_value", "currency", "period"), **_BILL)
+BILLING_LATEST = define(
+    "databricks_billing_usage_latest_timestamp_seconds", GAUGE,
+    "The newest usage_end_time in system.billing.usage for the workspace: how far the billing feed has arrived.",
+    WS, unit="seconds", collector="billing", source="system.billing.usage")
+BILLING_FORECAST = define(
+    "databricks_billing_month_forecast_cost", GAUGE,
+    "The UTC month's cost: the closed days of the month so far plus today and the rest of the month at the average "
+    "daily cost of the last 7 closed days (same basis as databricks_billing_cost).",
+    WS + ("currency",), **_BILL)
+BILLING_COST_BASIS = define(
+    "databricks_billing_cost_basis_info", GAUGE,
+    "Which cost the billing cost metrics carry: basis=list (list prices) or basis=discounted (list prices less the "
+    "configured discounts); always 1.", WS + ("basis",), **_BILL)
+BUDGET_LIMIT = define(
+    "databricks_budget_limit", GAUGE, "A budget from the configuration (billing.budgets): its amount per period.",
+    ("budget", "period", "currency"), collector="billing", source="configuration")
+BUDGET_SPEND = define(
+    "databricks_budget_spend", GAUGE,
+    "Spend against the budget in its current period (UTC day or month to date) over the usage its filters select "
+    "(workspaces, tags, products), on the same basis as databricks_billing_cost.",
+    ("budget", "period", "currency"), **_BILL)
+
+# --- node utilization ---------------------------------------------------------------------------
+_UTIL = dict(collector="utilization", source="system.compute.node_timeline")
+_ROLE = WS + ("cluster_id", "node_role")
+CLUSTER_CPU = define(
+    "databricks_cluster_cpu_utilization_ratio", GAUGE,
+    "CPU busy (user + system) of the running cluster's nodes of this role (driver or worker) in the latest complete "
+    "minute, averaged over the nodes.", _ROLE, unit="ratio", **_UTIL)
+CLUSTER_MEMORY_UTILIZATION = define(
+    "databricks_cluster_memory_utilization_ratio", GAUGE,
+    "Memory in use on the cluster's nodes of this role in the latest complete minute, averaged over the nodes.",
+    _ROLE, unit="ratio", **_UTIL)
+CLUSTER_SWAP = define(
+    "databricks_cluster_swap_utilization_ratio", GAUGE,
+    "Swap in use on the cluster's nodes of this role in the latest complete minute, averaged over the nodes.",
+    _ROLE, unit="ratio", **_UTIL)
+CLUSTER_DISK_FREE = define(
+    "databricks_cluster_disk_free_bytes", GAUGE,
+    "Free disk of each node's fullest mount point in the latest complete minute, averaged over the nodes of this "
+    "role.", _ROLE, unit="bytes", **_UTIL)
+CLUSTER_NET_RECEIVED = define(
+    "databricks_cluster_network_received_bytes_total", COUNTER,
+    "Bytes the cluster's nodes of this role received, minute by minute as node_timeline reports them (series of "
+    "clusters that stopped running are dropped).", _ROLE, unit="bytes", **_UTIL)
+CLUSTER_NET_SENT = define(
+    "databricks_cluster_network_sent_bytes_total", COUNTER,
+    "Bytes the cluster's nodes of this role sent, minute by minute as node_timeline reports them (series of "
+    "clusters that stopped running are dropped).", _ROLE, unit="bytes", **_UTIL)
+CLUSTER_UTILIZATION_LATEST = define(
+    "databricks_cluster_utilization_latest_timestamp_seconds", GAUGE,
+    "End of the latest minute node_timeline has for the running cluster (the minute the utilization gauges show).",
+    WS + ("cluster_id",), unit="seconds", **_UTIL)
+
+# --- SQL queries --------------------------------------------------------------------------------
+_Q = dict(collector="queries", source="GET /api/2.0/sql/history/queries")
+_WHQ = WS + ("warehouse_id",)
+QUERIES = define(
+    "databricks_queries_total", COUNTER,
+    "Queries that ended (FINISHED, FAILED, CANCELED), counted once each by query id, by status and statement type.",
+    _WHQ + ("status", "statement_type"), **_Q)
+QUERY_DURATION = define(
+    "databricks_query_duration_seconds", HISTOGRAM,
+    "Duration of ended queries, from submission to the end of result fetching (queueing included).", _WHQ,
+    unit="seconds", buckets=QUERY_DURATION_BUCKETS, **_Q)
+QUERY_QUEUE_DURATION = define(
+    "databricks_query_queue_duration_seconds", HISTOGRAM,
+    "Time ended queries waited in a queue (for the warehouse to start, or for capacity); 0 for most.", _WHQ,
+    unit="seconds", buckets=QUERY_DURATION_BUCKETS, **_Q)
+QUERY_READ_BYTES = define(
+    "databricks_query_read_bytes_total", COUNTER, "Bytes ended queries read.", _WHQ, unit="bytes", **_Q)
+QUERY_SPILLED_BYTES = define(
+    "databricks_query_spilled_bytes_total", COUNTER, "Bytes ended queries spilled to disk.", _WHQ, unit="bytes",
+    **_Q)
+QUERY_READ_ROWS = define(
+    "databricks_query_read_rows_total", COUNTER, "Rows ended queries read.", _WHQ, **_Q)
+QUERY_PRODUCED_ROWS = define(
+    "databricks_query_produced_rows_total", COUNTER, "Rows ended queries produced.", _WHQ, **_Q)
+QUERY_CACHE_HITS = define(
+    "databricks_query_result_cache_hits_total", COUNTER,
+    "Ended queries answered from the result cache.", _WHQ, **_Q)
+QUERIES_ACTIVE = define(
+    "databricks_queries_active", GAUGE, "Queries on the warehouse now, by status: QUEUED or RUNNING (compiling "
+    "included).", _WHQ + ("status",), **_Q)
+
 # --- push sinks (the exporter itself) ------------------------------------------------------------
 PUSH = define(
     "databricks_exporter_push_total", COUNTER,

@@ -9,7 +9,7 @@ from databricks.sdk.errors import NotFound
 from databricks.sdk.service.compute import GetEventsOrder, ListClustersFilterBy, State
 
 from .. import metrics as m
-from ..store import Cycle
+from ..store import OTHER, Cycle
 from .base import Collector, Cursor, enum_name, register
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,9 @@ class ClustersCollector(Collector):
                     self._maybe_count_events(cycle, cluster_id, cluster, event_cursors, since_ms, now_ms)
         for cluster_id in [c for c in event_cursors if c not in current]:
             del event_cursors[cluster_id]
-        cycle.keep_only(m.CLUSTER_EVENTS, lambda labels: labels["cluster_id"] in current)
+        # "_other" holds what the cardinality guard folded; it is an aggregate, not a cluster that went away.
+        cycle.keep_only(m.CLUSTER_EVENTS,
+                        lambda labels: labels["cluster_id"] in current or labels["cluster_id"] == OTHER)
 
     def _emit_cluster(self, cycle: Cycle, c: dict) -> None:
         cid = c["cluster_id"]

@@ -135,7 +135,11 @@ class SimulatorServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, seed: int = 1, token: str = DEFAULT_TOKEN,
                  workspace: SimulatedWorkspace | None = None, *, client_id: str = DEFAULT_CLIENT_ID,
-                 client_secret: str = DEFAULT_CLIENT_SECRET, **workspace_kwargs):
+                 client_secret: str = DEFAULT_CLIENT_SECRET, sql_port: int | None = None,
+                 tls_cert: str | None = None, tls_key: str | None = None, sql_options: dict | None = None,
+                 **workspace_kwargs):
+        """sql_port (0 = any free port) or tls_cert/tls_key add the HTTPS listener for SQL (Thrift); without a
+        certificate a throwaway CA and certificate are made, and .tls_ca_file names the CA to trust."""
         self.workspace = workspace if workspace is not None else SimulatedWorkspace(seed=seed, **workspace_kwargs)
         self.token = token
         self.client_id = client_id
@@ -152,8 +156,31 @@ class SimulatorServer:
         self.url = f"http://{public_host}:{bound_port}"
         self.workspace.base_url = self.url
         self.workspace.host_name = public_host
+        # SQL: query history, statements and system tables (simulator/sql.py), and the Thrift listener.
+        from .sql import SqlService
+        self.sql = SqlService(self.workspace, **(sql_options or {}))
+        self.sql_hostname: str | None = None
+        self.sql_port: int | None = None
+        self.tls_ca_file: str | None = None
+        self._thrift = None
+        if sql_port is not None or tls_cert:
+            self._start_sql_listener(host, sql_port or 0, tls_cert, tls_key, public_host)
         self.faults = FaultPlan()
         self.routes = self._routes()
+
+    def _start_sql_listener(self, host: str, port: int, cert: str | None, key: str | None, public_host: str) -> None:
+        from .thrift import ThriftServer
+
+        if not cert:
+            import tempfile
+
+            from .tls import make_certificates
+            self._tls_dir = tempfile.TemporaryDirectory(prefix="databricks-simulator-tls-")
+            files = make_certificates(self._tls_dir.name)
+            cert, key, self.tls_ca_file = files.cert_file, files.key_file, files.ca_file
+        self._thrift = ThriftServer(self.sql, host, port, cert, key, self._sql_principal)
+        self.sql_hostname, self.sql_port = public_host, self._thrift.port
+        self.workspace.sql_host, self.workspace.sql_port = public_host, self._thrift.port
 
     # -- lifecycle
 
@@ -161,6 +188,8 @@ class SimulatorServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="databricks-simulator",
                                         daemon=True)
         self._thread.start()
+        if self._thrift is not None:
+            self._thrift.start()
         return self
 
     def shutdown(self) -> None:
@@ -169,6 +198,9 @@ class SimulatorServer:
             self._thread.join(timeout=5)
             self._thread = None
         self._httpd.server_close()
+        if self._thrift is not None:
+            self._thrift.shutdown()
+        self.sql.shutdown()
 
     def __enter__(self) -> "SimulatorServer":
         return self.start()
@@ -199,6 +231,27 @@ class SimulatorServer:
             route("GET", "/api/2.0/sql/warehouses", self._warehouses_list),
             route("GET", "/api/2.0/sql/warehouses/{id}", self._warehouses_get,
                   pattern=r"/api/2\.0/sql/warehouses/(?P<id>[^/]+)"),
+            # Lakeflow Declarative Pipelines (simulator/pipelines.py).
+            route("GET", "/api/2.0/pipelines", self._pipelines_list),
+            route("GET", "/api/2.0/pipelines/{id}", self._pipelines_get,
+                  pattern=r"/api/2\.0/pipelines/(?P<id>[^/]+)"),
+            route("GET", "/api/2.0/pipelines/{id}/updates", self._pipeline_updates,
+                  pattern=r"/api/2\.0/pipelines/(?P<id>[^/]+)/updates"),
+            route("GET", "/api/2.0/pipelines/{id}/updates/{update_id}", self._pipeline_update,
+                  pattern=r"/api/2\.0/pipelines/(?P<id>[^/]+)/updates/(?P<update_id>[^/]+)"),
+            route("GET", "/api/2.0/pipelines/{id}/events", self._pipeline_events,
+                  pattern=r"/api/2\.0/pipelines/(?P<id>[^/]+)/events"),
+            route("GET", "/simulator/pipeline-event-requests", self._pipeline_event_requests, authenticated=False),
+            # SQL (simulator/sql.py): the Statement Execution API and the query history.
+            route("POST", "/api/2.0/sql/statements", self._statement_execute),
+            route("GET", "/api/2.0/sql/statements/{id}", self._statement_get,
+                  pattern=r"/api/2\.0/sql/statements/(?P<id>[^/]+)"),
+            route("GET", "/api/2.0/sql/statements/{id}/result/chunks/{n}", self._statement_chunk,
+                  pattern=r"/api/2\.0/sql/statements/(?P<id>[^/]+)/result/chunks/(?P<n>\d+)"),
+            route("POST", "/api/2.0/sql/statements/{id}/cancel", self._statement_cancel,
+                  pattern=r"/api/2\.0/sql/statements/(?P<id>[^/]+)/cancel"),
+            route("GET", "/api/2.0/sql/history/queries", self._query_history),
+            route("GET", "/simulator/sql-statements", self._sql_statements, authenticated=False),
             route("GET", "/simulator/truth", self._truth, authenticated=False),
             route("POST", "/simulator/pause", self._pause, authenticated=False),
             route("POST", "/simulator/resume", self._resume, authenticated=False),
@@ -478,6 +531,29 @@ class SimulatorServer:
     def _warehouses_get(self, request: Request) -> Response:
         return Response(200, self.workspace.get_warehouse(request.params["id"]))
 
+    def _pipelines_list(self, request: Request) -> Response:
+        return Response(200, self.workspace.pipelines.list_pipelines(
+            filter=request.text("filter"), max_results=request.integer("max_results"),
+            page_token=request.text("page_token"), order_by=request.values("order_by")))
+
+    def _pipelines_get(self, request: Request) -> Response:
+        return Response(200, self.workspace.pipelines.get_pipeline(request.params["id"]))
+
+    def _pipeline_updates(self, request: Request) -> Response:
+        return Response(200, self.workspace.pipelines.list_updates(
+            request.params["id"], max_results=request.integer("max_results"),
+            page_token=request.text("page_token"), until_update_id=request.text("until_update_id")))
+
+    def _pipeline_update(self, request: Request) -> Response:
+        return Response(200, self.workspace.pipelines.get_update(request.params["id"], request.params["update_id"]))
+
+    def _pipeline_events(self, request: Request) -> Response:
+        return Response(200, self.workspace.pipelines.list_events(request.params["id"], request.query))
+
+    def _pipeline_event_requests(self, request: Request) -> Response:
+        """Every events request's query string and status, oldest first: tests check what clients send."""
+        return Response(200, {"requests": self.workspace.pipelines.request_log()})
+
     # -- simulator control
 
     def _truth(self, request: Request) -> Response:
@@ -486,7 +562,53 @@ class SimulatorServer:
             since_s = float(since) if since not in (None, "") else None
         except ValueError:
             raise invalid_parameter("since must be epoch seconds") from None
-        return Response(200, self.workspace.truth(since_s))
+        truth = self.workspace.truth(since_s)
+        return Response(200, {**truth, **self.sql.truth(int(truth["since"] * 1000))})
+
+    def _statement_execute(self, request: Request) -> Response:
+        from .sql import execute_statement_request
+        return Response(200, execute_statement_request(self.sql, request.json(), self._principal_name(request)))
+
+    def _statement_get(self, request: Request) -> Response:
+        from .sql import statement_json
+        statement = self.sql.get(request.params["id"])
+        self.sql.advance(statement)
+        return Response(200, statement_json(self.sql, statement))
+
+    def _statement_chunk(self, request: Request) -> Response:
+        from .sql import SUCCEEDED, statement_chunk
+        statement = self.sql.get(request.params["id"])
+        if statement.state != SUCCEEDED or statement.result is None:
+            raise ApiError(400, "BAD_REQUEST", f"Statement {statement.statement_id} has no result "
+                                               f"({statement.state})")
+        return Response(200, statement_chunk(self.sql, statement, int(request.params["n"])))
+
+    def _statement_cancel(self, request: Request) -> Response:
+        self.sql.cancel(self.sql.get(request.params["id"]))
+        return Response(200, {})
+
+    def _query_history(self, request: Request) -> Response:
+        return Response(200, self.sql.list_history(
+            start_ms=request.integer("filter_by.query_start_time_range.start_time_ms"),
+            end_ms=request.integer("filter_by.query_start_time_range.end_time_ms"),
+            statuses=request.values("filter_by.statuses"), warehouse_ids=request.values("filter_by.warehouse_ids"),
+            statement_ids=request.values("filter_by.statement_ids"), max_results=request.integer("max_results"),
+            page_token=request.text("page_token"), include_metrics=bool(request.boolean("include_metrics"))))
+
+    def _sql_statements(self, request: Request) -> Response:
+        """Every SQL statement clients sent, by warehouse, oldest first: tests check what the exporter runs."""
+        with self.sql._lock:
+            executed = list(self.sql.executed)
+        return Response(200, {"statements": [{"warehouse_id": w, "statement": s} for w, s in executed]})
+
+    def _sql_principal(self, headers) -> str:
+        """The Thrift listener authenticates like the REST API: the PAT or an OAuth token this server issued."""
+        request = Request("POST", "", {}, b"", headers, {}, "")
+        request.principal = self._authenticate(request)
+        return self._principal_name(request)
+
+    def _principal_name(self, request: Request) -> str:
+        return self.client_id if request.principal == "service-principal" else "sim-admin@example.com"
 
     def _pause(self, request: Request) -> Response:
         return Response(200, {"paused": True, "now": self.workspace.pause()})

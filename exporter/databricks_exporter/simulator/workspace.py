@@ -1221,6 +1221,32 @@ class Warehouse:
             return (now_ms, "STOPPED", 0, "HEALTHY", "")
         return self.transitions[i]
 
+    def touch(self, now_ms: int) -> int:
+        """A statement arrives: a stopped warehouse starts, and a running one stays up auto_stop_mins past now.
+        Returns when the warehouse is (or will be) RUNNING. Only the future changes: what was read stays true."""
+        self.extend(now_ms)
+        _, state, _, _, _ = self.state_at(now_ms)
+        i = bisect.bisect_right(self.transition_ts, now_ms)
+        future = self.transitions[i:]
+        if state in ("STOPPED", "STOPPING"):
+            rng = random.Random(f"{self.ws.seed}:warehouse-wake:{self.index}:{now_ms}")
+            running = now_ms + (rng.randint(3, 15) if self.serverless else rng.randint(120, 300)) * SECOND_MS
+            future = [(now_ms, "STARTING", 0, "HEALTHY", ""), (running, "RUNNING", self.min_clusters, "HEALTHY", "")]
+        else:
+            running = next((t[0] for t in future if t[1] == "RUNNING"), now_ms) if state == "STARTING" else now_ms
+        keep_until = max(now_ms, running) + self.auto_stop_mins * MINUTE_MS
+        stop = next((k for k, t in enumerate(future) if t[1] == "STOPPING"), None)
+        if stop is None or future[stop][0] < keep_until:
+            clusters = self.min_clusters
+            future = [t for t in (future if stop is None else future[:stop]) if t[0] < keep_until]
+            future += [(keep_until, "STOPPING", clusters, "HEALTHY", ""),
+                       (keep_until + 45 * SECOND_MS, "STOPPED", 0, "HEALTHY", "")]
+            self.next_start_ms = max(self.next_start_ms, keep_until + 15 * MINUTE_MS)
+        del self.transitions[i:], self.transition_ts[i:]
+        self.transitions.extend(future)
+        self.transition_ts.extend(t[0] for t in future)
+        return running
+
     def to_json(self, now_ms: int) -> dict:
         _, state, clusters, health, summary = self.state_at(now_ms)
         health_json = {"status": health}
@@ -1245,8 +1271,9 @@ class Warehouse:
             "state": state,
             "health": health_json,
             "tags": {"custom_tags": [dict(t) for t in self.tags]},
-            "odbc_params": {"hostname": host, "path": f"/sql/1.0/warehouses/{self.id}", "protocol": "https",
-                            "port": 443},
+            # Where the SQL protocol is served: the simulator's TLS listener when it has one (see server.py).
+            "odbc_params": {"hostname": getattr(self.ws, "sql_host", host), "path": f"/sql/1.0/warehouses/{self.id}",
+                            "protocol": "https", "port": getattr(self.ws, "sql_port", 443)},
             "jdbc_url": f"jdbc:databricks://{host}:443/default;transportMode=http;ssl=1;AuthMech=3;"
                         f"httpPath=/sql/1.0/warehouses/{self.id};",
         }
@@ -1264,6 +1291,7 @@ class SimulatedWorkspace:
 
     def __init__(self, seed: int = 1, start: float | None = None, history_seconds: float = 86_400,
                  clock=time.time, n_clusters: int = 24, n_jobs: int = 60, n_warehouses: int = 6,
+                 n_pipelines: int = 10,
                  workspace_id: int = 1234567890123456):
         if n_jobs >= MAX_JOBS:
             raise ValueError(f"n_jobs must be below {MAX_JOBS}: run ids reserve 5 digits for the job index")
@@ -1306,6 +1334,10 @@ class SimulatedWorkspace:
 
         self.warehouses = [Warehouse(self, i) for i in range(n_warehouses)]
         self._warehouses_by_id = {w.id: w for w in self.warehouses}
+
+        # Pipelines generate lazily when their API is used (see pipelines.py); imported here to avoid a cycle.
+        from .pipelines import PipelineSet
+        self.pipelines = PipelineSet(self, n_pipelines)
 
         # Global run index sorted by (start_time, run_id); runs are appended in that order as time advances.
         self._runs: list[Run] = []
@@ -1621,4 +1653,5 @@ class SimulatedWorkspace:
                     counts = by_job.setdefault(str(run.job.job_id), {})
                     counts[run.label] = counts.get(run.label, 0) + 1
                     total += 1
-            return {"since": since_s, "now": now / 1000, "job_runs": {"total": total, "by_job": by_job}}
+            return {"since": since_s, "now": now / 1000, "job_runs": {"total": total, "by_job": by_job},
+                    **self.pipelines.truth(since_ms, now)}

@@ -1,0 +1,101 @@
+"""Node utilization: how busy each running cluster's driver and worker nodes are (CPU, memory, swap, disk, network),
+from system.compute.node_timeline's per-minute rows."""
+
+from __future__ import annotations
+
+from databricks.sdk.service.compute import ListClustersFilterBy, State
+
+from .. import metrics as m
+from ..sources.sql import literal
+from ..store import OTHER, Cycle
+from .base import register
+from .system_tables import SystemTableCollector, sql_timestamp, utc
+
+RUNNING_STATES = [State.RUNNING, State.RESIZING]
+
+
+@register
+class UtilizationCollector(SystemTableCollector):
+    name = "utilization"
+    default_interval = 5 * 60.0
+    options = {
+        **SystemTableCollector.options,
+        # How far back to read: the latest complete minute is usually a few minutes old. Network bytes of minutes
+        # older than this when the exporter was down are not counted.
+        "window": ("duration", 15 * 60.0),
+    }
+    permission = ("CAN USE on the SQL warehouse (warehouse_id), SELECT on system.compute.node_timeline, and "
+                  "CAN ATTACH TO (or admin) to list the clusters")
+
+    def check_statement(self) -> str:
+        return "SELECT 1 FROM system.compute.node_timeline LIMIT 1"
+
+    def utilization_statement(self, workspace_id: str, since: float) -> str:
+        """Per cluster, node role and minute: averages over the nodes, and the network bytes of all of them."""
+        return (
+            "SELECT\n"
+            "  cluster_id,\n"
+            "  driver,\n"
+            "  end_time,\n"
+            "  COUNT(*) AS nodes,\n"
+            "  AVG(cpu_user_percent + cpu_system_percent) AS cpu_percent,\n"
+            "  AVG(mem_used_percent) AS mem_used_percent,\n"
+            "  AVG(mem_swap_percent) AS mem_swap_percent,\n"
+            "  AVG(array_min(map_values(disk_free_bytes_per_mount_point))) AS disk_free_bytes,\n"
+            "  SUM(network_received_bytes) AS network_received_bytes,\n"
+            "  SUM(network_sent_bytes) AS network_sent_bytes\n"
+            "FROM system.compute.node_timeline\n"
+            f"WHERE workspace_id = {literal(workspace_id)}\n"
+            f"  AND end_time > {sql_timestamp(since)}\n"
+            "GROUP BY cluster_id, driver, end_time")
+
+    def refresh(self, cycle: Cycle, state: dict) -> None:
+        now = self.clock()
+        since = self.counting_since(state)
+        running = {c.cluster_id for c in self.client.clusters.list(
+            filter_by=ListClustersFilterBy(cluster_states=RUNNING_STATES))}
+        counted: dict[str, float] = state.setdefault("counted_until", {})   # cluster_id -> end of last minute counted
+        window_start = max(since, now - self.settings.options["window"])
+        rows = self.query(self.utilization_statement(self.workspace.workspace_id, window_start))
+        minutes: dict[tuple[str, str], dict[float, dict]] = {}
+        for row in rows:
+            end = utc(row["end_time"]).timestamp()
+            role = "driver" if row["driver"] in (True, "true", 1) else "worker"
+            minutes.setdefault((row["cluster_id"], role), {})[end] = row
+
+        latest_by_cluster: dict[str, float] = {}
+        for (cluster_id, role), by_minute in minutes.items():
+            if cluster_id not in running:
+                continue
+            latest = max(by_minute)
+            row = by_minute[latest]
+            latest_by_cluster[cluster_id] = max(latest_by_cluster.get(cluster_id, 0), latest)
+            labels = {"cluster_id": cluster_id, "node_role": role}
+            cycle.gauge(m.CLUSTER_CPU, _ratio(row["cpu_percent"]), **labels)
+            cycle.gauge(m.CLUSTER_MEMORY_UTILIZATION, _ratio(row["mem_used_percent"]), **labels)
+            cycle.gauge(m.CLUSTER_SWAP, _ratio(row["mem_swap_percent"]), **labels)
+            if row.get("disk_free_bytes") is not None:
+                cycle.gauge(m.CLUSTER_DISK_FREE, float(row["disk_free_bytes"]), **labels)
+            # Network bytes: each minute once, per cluster and role.
+            key = f"{cluster_id}/{role}"
+            floor = counted.get(key, since)
+            for end, minute in sorted(by_minute.items()):
+                if end <= floor:
+                    continue
+                cycle.inc(m.CLUSTER_NET_RECEIVED, float(minute["network_received_bytes"] or 0), **labels)
+                cycle.inc(m.CLUSTER_NET_SENT, float(minute["network_sent_bytes"] or 0), **labels)
+                counted[key] = end
+        for cluster_id, latest in latest_by_cluster.items():
+            cycle.gauge(m.CLUSTER_UTILIZATION_LATEST, latest, cluster_id=cluster_id)
+
+        # Clusters that stopped running: their counters go (job clusters come and go with every run).
+        for key in [k for k in counted if k.split("/")[0] not in running]:
+            del counted[key]
+        for metric in (m.CLUSTER_NET_RECEIVED, m.CLUSTER_NET_SENT):
+            cycle.keep_only(metric, lambda labels: labels["cluster_id"] in running or labels["cluster_id"] == OTHER)
+
+
+def _ratio(percent) -> float | None:
+    if percent is None:
+        return None
+    return min(1.0, max(0.0, float(percent) / 100.0))

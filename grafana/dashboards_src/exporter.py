@@ -1,0 +1,105 @@
+"""The exporter itself: is it scraped, does each collector succeed and how fresh is its data, how it uses the
+Databricks APIs, and how its push sinks fare."""
+
+from __future__ import annotations
+
+from .common import (BAD_IF_ANY, MS, RATE, WORKSPACE_NAME, WS, new_dashboard, query, row, stat_panel, table_panel,
+                     timeseries_panel)
+
+UID = "databricks-exporter"
+
+# The scrape job prometheus/prometheus.yml names; DatabricksExporterDown looks for the same.
+SCRAPE = 'job="databricks"'
+
+
+def build():
+    return new_dashboard(UID, "Health of databricks-exporter: scrapes, each collector's success, cycle time and "
+                              "data age per workspace, Databricks API requests by endpoint and status, SQL "
+                              "statements, and the push sinks.", [], [
+        row("Exporter"),
+        stat_panel("Scrape", "none", query(f"min(up{{{SCRAPE}}})"), w=3,
+                   thresholds=[(None, "red"), (1, "green")], mappings={"0": ("DOWN", "red"), "1": ("UP", "green")},
+                   description="Whether Prometheus can scrape every exporter target (job databricks)."),
+        stat_panel("Version", "none", query("count by (version) (databricks_exporter_build_info)", "{{version}}"),
+                   w=3, show_name=True),
+        stat_panel("Collectors failing", "short",
+                   query(f"count(databricks_exporter_collector_up{{{WS}}} == 0) or vector(0)"), w=3,
+                   thresholds=BAD_IF_ANY,
+                   description="Failing for 15 minutes fires DatabricksCollectorFailing."),
+        stat_panel("Oldest collector data", "s",
+                   query(f"max(time() - databricks_exporter_collector_last_success_timestamp_seconds{{{WS}}})"), w=3,
+                   thresholds=[(None, "green"), (600, "orange"), (3600, "red")],
+                   description="Billing and utilization collectors run every 5 to 15 minutes by default."),
+        stat_panel("API error rate", "percentunit",
+                   query(f'(sum(rate(databricks_exporter_api_requests_total{{{WS}, status_code!~"2.."}}{RATE})) '
+                         "or vector(0)) "
+                         f"/ sum(rate(databricks_exporter_api_requests_total{{{WS}}}{RATE}))"), w=3,
+                   thresholds=[(None, "green"), (0.01, "orange"), (0.1, "red")],
+                   description="Share of Databricks REST responses that were not 2xx (retries included)."),
+        stat_panel("Series folded by the cardinality guard", "short",
+                   query(f"sum(databricks_exporter_series_dropped{{{WS}}})"), w=3,
+                   thresholds=[(None, "green"), (1, "orange")],
+                   description="Series the per-collector ceiling folded into \"_other\" in the last cycles; raise "
+                               "the ceiling or narrow the collector's include filters."),
+        stat_panel("Scrape duration", "s", query(f"max(scrape_duration_seconds{{{SCRAPE}}})"), w=3,
+                   description="/metrics is rendered from the store and never calls Databricks, so it stays fast."),
+        stat_panel("Series scraped", "short", query(f"sum(scrape_samples_scraped{{{SCRAPE}}})"), w=3),
+        timeseries_panel("Collector up", "none",
+                         query(f"databricks_exporter_collector_up{{{WS}}} {WORKSPACE_NAME}",
+                               "{{workspace_name}} {{collector}}"), min_value=0, max_value=1, decimals=0),
+        timeseries_panel("Collector cycle duration", "s",
+                         query(f"databricks_exporter_collector_duration_seconds{{{WS}}} {WORKSPACE_NAME}",
+                               "{{workspace_name}} {{collector}}"),
+                         description="A cycle longer than the collector's timeout (its interval by default) "
+                                     "counts as failed."),
+        timeseries_panel("Data age by collector", "s",
+                         query(f"(time() - databricks_exporter_collector_last_success_timestamp_seconds{{{WS}}}) "
+                               f"{WORKSPACE_NAME}", "{{workspace_name}} {{collector}}"),
+                         query("collector:databricks_exporter_collector_stale_after_seconds:threshold",
+                               "{{collector}} stale after"),
+                         description="Above its collector's line for 5 minutes fires DatabricksCollectorDataStale."),
+        table_panel("Counting since", "dateTimeAsIso",
+                    f"databricks_exporter_counting_since_timestamp_seconds{{{WS}}}{MS} {WORKSPACE_NAME}",
+                    value="counting since",
+                    description="Where exactly-once counting of completed runs began per collector; it survives "
+                                "restarts through the state file."),
+        row("Databricks REST API"),
+        timeseries_panel("REST requests by endpoint", "reqps",
+                         query(f"sum by (endpoint) (rate(databricks_exporter_api_requests_total{{{WS}}}{RATE}))",
+                               "{{endpoint}}"), stack=True),
+        timeseries_panel("REST requests by status", "reqps",
+                         query(f"sum by (status_code) (rate(databricks_exporter_api_requests_total{{{WS}}}{RATE}))",
+                               "{{status_code}}"), stack=True,
+                         description="429 means Databricks rate-limits the exporter: lengthen collector intervals."),
+        timeseries_panel("Malformed items skipped", "cpm",
+                         query(f"sum by (collector) (rate(databricks_exporter_malformed_items_total{{{WS}}}{RATE})) "
+                               "* 60", "{{collector}}"), w=24,
+                         description="Runs, clusters or events whose payload the exporter could not understand; an "
+                                     "item that stays in a listing is counted again each cycle."),
+        row("SQL warehouse (system tables)"),
+        stat_panel("SQL collectors on stale data", "short",
+                   query(f"sum(databricks_exporter_sql_data_stale{{{WS}}})"), w=4, h=8,
+                   thresholds=[(None, "green"), (1, "orange")],
+                   description="Collectors that skipped querying because their warehouse was stopped and "
+                               "wake_warehouse is false: their metrics keep the values of their last refresh."),
+        timeseries_panel("SQL statements by collector and outcome", "cpm",
+                         query(f"sum by (collector, outcome) "
+                               f"(rate(databricks_exporter_sql_queries_total{{{WS}}}{RATE})) * 60",
+                               "{{collector}} {{outcome}}"), w=10,
+                         description="System-table and custom queries sent to the configured SQL warehouse."),
+        timeseries_panel("SQL statement duration p90", "s",
+                         query("histogram_quantile(0.9, sum by (collector, le) "
+                               f"(rate(databricks_exporter_sql_query_duration_seconds_bucket{{{WS}}}{RATE})))",
+                               "{{collector}}"), w=10, min_interval="15m",
+                         description="SQL collectors run every 5 to 15 minutes, so each point covers at least 15."),
+        timeseries_panel("Time since the last system-table read", "s",
+                         query(f"(time() - databricks_exporter_sql_last_refresh_timestamp_seconds{{{WS}}}) "
+                               f"{WORKSPACE_NAME}", "{{workspace_name}} {{collector}}"), w=24),
+        row("Push sinks"),
+        timeseries_panel("Pushes by sink and outcome", "cpm",
+                         query("sum by (sink, outcome) (rate(databricks_exporter_push_total[$__rate_interval])) * 60",
+                               "{{sink}} {{outcome}}"),
+                         description="Only when a CloudWatch or OTLP sink is configured."),
+        timeseries_panel("Time since the last successful push", "s",
+                         query("time() - databricks_exporter_push_last_success_timestamp_seconds", "{{sink}}")),
+    ])
