@@ -31,15 +31,22 @@ def test_a_damaged_state_file_means_a_warning_and_a_fresh_start(exporter_factory
 
 def test_crash_and_restart_drill(simulator, exporter_factory, prometheus_factory):
     """SIGKILL the exporter at random moments, ten times, while the workload runs. The counters the real Prometheus
-    scraped never reset, and in the end equal the simulated workspace's truth: nothing lost, nothing twice."""
+    scraped (job runs, queries, pipeline updates, expectation records) never reset, and in the end equal the
+    simulated workspace's truth since each collector began counting: nothing lost, nothing counted twice."""
     import random
     import signal
     import urllib.request
 
     from conftest import http_get
 
-    exporter = exporter_factory(fast_config()).start()
-    since = total(parse(exporter.metrics()), "databricks_exporter_counting_since_timestamp_seconds", collector="jobs")
+    config = fast_config()
+    config["collectors"].update({"queries": {"interval": "2s"}, "pipelines": {"interval": "2s"},
+                                 "billing": {"enabled": False}, "utilization": {"enabled": False}})
+    exporter = exporter_factory(config).start()
+    samples = parse(exporter.metrics())
+    since = {c: total(samples, "databricks_exporter_counting_since_timestamp_seconds", collector=c)
+             for c in ("jobs", "queries", "pipelines")}
+    assert all(since.values()), since
     prometheus = prometheus_factory([f"127.0.0.1:{exporter.port}"])
     rng = random.Random(11)
     for _ in range(10):
@@ -50,17 +57,31 @@ def test_crash_and_restart_drill(simulator, exporter_factory, prometheus_factory
     urllib.request.urlopen(urllib.request.Request(simulator.url + "/simulator/pause", method="POST", data=b""),
                            timeout=10).read()
     try:
-        expected = json.loads(http_get(f"{simulator.url}/simulator/truth?since={since}")[2])["job_runs"]["total"]
+        def truth_since(collector: str) -> dict:
+            return json.loads(http_get(f"{simulator.url}/simulator/truth?since={since[collector]}")[2])
 
-        def scraped() -> float:
-            result = prometheus.query("sum(databricks_job_runs_total)")
-            return float(result[0]["value"][1]) if result else -1
+        pipelines = truth_since("pipelines")
+        expected = {
+            "sum(databricks_job_runs_total)": truth_since("jobs")["job_runs"]["total"],
+            "sum(databricks_queries_total)": truth_since("queries")["queries"]["total"],
+            "sum(databricks_pipeline_updates_total)": pipelines["pipeline_updates"]["total"],
+            'sum(databricks_pipeline_expectation_records_total{outcome="passed"})':
+                pipelines["pipeline_expectation_records"]["by_outcome"]["passed"],
+            'sum(databricks_pipeline_expectation_records_total{outcome="failed"})':
+                pipelines["pipeline_expectation_records"]["by_outcome"]["failed"],
+        }
+        assert all(expected.values()), expected
 
-        wait_for(lambda: scraped() == expected, 60, what=f"Prometheus to scrape job runs == truth ({expected})")
-        window = int(time.time() - since) + 60
-        assert prometheus.query(f"sum(resets(databricks_job_runs_total[{window}s])) > 0") == []
-        assert total(parse(exporter.metrics()), "databricks_exporter_counting_since_timestamp_seconds",
-                     collector="jobs") == since
+        def scraped() -> dict:
+            return {q: float(r[0]["value"][1]) if (r := prometheus.query(q)) else -1 for q in expected}
+
+        wait_for(lambda: scraped() == {q: float(v) for q, v in expected.items()}, 90,
+                 what=f"Prometheus to scrape the truth {expected}")
+        window = int(time.time() - min(since.values())) + 60
+        for name in ("databricks_job_runs_total", "databricks_queries_total", "databricks_pipeline_updates_total",
+                     "databricks_pipeline_expectation_records_total"):
+            assert prometheus.query(f"sum(resets({name}[{window}s])) > 0") == [], name
+        print(f"crash drill: Prometheus scraped {scraped()}; truth {expected}")
     finally:
         urllib.request.urlopen(urllib.request.Request(simulator.url + "/simulator/resume", method="POST", data=b""),
                                timeout=10).read()
