@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 
+import pytest
 from databricks import sql as dbsql
 from databricks.sdk import WorkspaceClient
 
@@ -122,3 +123,16 @@ def ticking(clock: FakeClock, step: float = 1.0, every: float = 0.02):
     finally:
         stop.set()
         thread.join()
+
+
+# Module-scoped fixtures shared by the SQL test modules (import them by name: `from sql_helpers import clock, server`).
+@pytest.fixture(scope="module")
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture(scope="module")
+def server(clock):
+    server = sql_server(clock)
+    yield server
+    server.shutdown()

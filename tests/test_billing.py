@@ -13,7 +13,9 @@ import sys
 
 import pytest
 import yaml
-from sql_helpers import T0, FakeClock, collector, connected, run_cycle, samples, sql_server, warehouse_in
+from sql_helpers import (  # noqa: F401 (clock and server are fixtures)
+    FakeClock, T0, clock, collector, connected, run_cycle, samples, server, warehouse_in,
+)
 
 from conftest import http_get
 from databricks_exporter.store import MetricStore
@@ -21,18 +23,6 @@ from databricks_exporter.store import MetricStore
 pytestmark = pytest.mark.integration
 WORKSPACE = "1234567890123456"
 SIBLING = "1234567890123457"
-
-
-@pytest.fixture(scope="module")
-def clock():
-    return FakeClock()
-
-
-@pytest.fixture(scope="module")
-def server(clock):
-    server = sql_server(clock)
-    yield server
-    server.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,9 @@ import sys
 
 import pytest
 from databricks.sql.exc import ServerOperationError
-from sql_helpers import FakeClock, collector, connected, run_cycle, samples, sql_server, warehouse_in
+from sql_helpers import (  # noqa: F401 (clock and server are fixtures)
+    clock, collector, connected, run_cycle, samples, server, warehouse_in,
+)
 
 from databricks_exporter import metrics as m
 from databricks_exporter.collectors import COLLECTORS
@@ -19,18 +21,6 @@ from databricks_exporter.sources.sql import SqlSource, literal
 from databricks_exporter.store import MetricStore
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def clock():
-    return FakeClock()
-
-
-@pytest.fixture(scope="module")
-def server(clock):
-    server = sql_server(clock)
-    yield server
-    server.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -9,23 +9,13 @@ from collections import defaultdict
 
 import pytest
 from databricks.sdk.service.compute import ListClustersFilterBy, State
-from sql_helpers import FakeClock, collector, connected, run_cycle, samples, sdk, sql_server, ticking, warehouse_in
+from sql_helpers import (  # noqa: F401 (clock and server are fixtures)
+    clock, collector, connected, run_cycle, samples, sdk, server, ticking, warehouse_in,
+)
 
 from databricks_exporter.store import MetricStore
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def clock():
-    return FakeClock()
-
-
-@pytest.fixture(scope="module")
-def server(clock):
-    server = sql_server(clock)
-    yield server
-    server.shutdown()
 
 
 def series(store: MetricStore, name: str) -> dict[tuple, float]:
