@@ -9,7 +9,6 @@ import time
 import urllib.request
 
 import pytest
-from databricks.sdk import WorkspaceClient
 
 from conftest import fast_config, http_get, wait_for
 from test_integration import parse, total, truth

@@ -5,7 +5,6 @@ from types import SimpleNamespace
 
 from databricks.sdk.errors import NotFound
 
-from databricks_exporter import metrics as m
 from databricks_exporter.collectors.jobs import JobsCollector, retries, run_duration_seconds, run_result
 from databricks_exporter.config import CollectorSettings
 from databricks_exporter.store import Cycle, MetricStore

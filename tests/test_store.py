@@ -1,6 +1,5 @@
 """Unit tests for the metric store: cycles apply atomically, counters persist, damaged state files are survived."""
 
-import json
 import os
 
 import pytest

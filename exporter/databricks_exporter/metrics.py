@@ -23,11 +23,6 @@ class Metric:
     collector: str = "exporter"
     buckets: tuple[float, ...] = ()
 
-    @property
-    def sample_name(self) -> str:
-        """Name of the sample line in the text format (counters carry _total in their family name already)."""
-        return self.name
-
 
 REGISTRY: dict[str, Metric] = {}
 

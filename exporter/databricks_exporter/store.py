@@ -13,7 +13,7 @@ import os
 import tempfile
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from . import metrics as m
 
@@ -424,8 +424,3 @@ def write_atomically(path: str, text: str) -> None:
     except OSError:
         pass
 
-
-def iter_samples(families: Iterable[Family]):
-    for family in families:
-        for values, value in family.samples:
-            yield family.metric, dict(zip(family.metric.labels, values)), value
