@@ -213,21 +213,23 @@ def _listen_address(value: str) -> str:
     return value
 
 
+def read_yaml(path: str, what: str) -> Any:
+    """A YAML document, or a ConfigError naming the file and what is wrong with it."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return yaml.safe_load(handle)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the {what}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
 def load(path: str | None, collector_specs: dict[str, Any], sink_specs: dict[str, Any] | None = None) -> Settings:
     """Read settings from a YAML file (or defaults when path is None). collector_specs and sink_specs map a
     component's name to its class, which declares default_interval, default_enabled and its own options
     (key -> (kind, default))."""
     source = path or "<defaults>"
-    data: Any = {}
-    if path:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                data = yaml.safe_load(handle)
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read the configuration file: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    top = _Reader(source, "", data)
+    top = _Reader(source, "", read_yaml(path, "configuration file") if path else {})
     settings = Settings(workspaces=[], collectors={}, source=source)
     settings.state_file = top.get("state_file", "str")
     settings.lookback = top.get("lookback", "duration", 3600.0)

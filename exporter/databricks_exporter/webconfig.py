@@ -10,9 +10,7 @@ import ssl
 import threading
 from dataclasses import dataclass, field
 
-import yaml
-
-from .config import ConfigError, _Reader
+from .config import _Reader, read_yaml
 
 CLIENT_AUTH = {
     "NoClientCert": ssl.CERT_NONE,
@@ -61,15 +59,8 @@ class WebConfig:
 def load_web_config(path: str | None) -> WebConfig:
     if not path:
         return WebConfig()
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the web configuration file: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     base = os.path.dirname(os.path.abspath(path))
-    top = _Reader(path, "", data)
+    top = _Reader(path, "", read_yaml(path, "web configuration file"))
     config = WebConfig()
 
     tls = top.child("tls_server_config")
