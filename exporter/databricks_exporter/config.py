@@ -169,6 +169,9 @@ def _coerce(value: Any, kind: str) -> Any:
     elif kind == "list":
         if not isinstance(value, list):
             raise TypeError(f"expected a list, got {value!r}")
+    elif kind == "mapping":      # structured: the collector's validate_options checks the entries
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise TypeError(f"expected a mapping, got {value!r}")
     elif kind == "int":
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"expected an integer, got {value!r}")

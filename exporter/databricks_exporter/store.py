@@ -78,6 +78,7 @@ class Cycle:
         self.additive: set[m.Metric] = set()   # gauges that count things, so they can be summed when folded
         self.malformed = 0                     # items skipped because their payload made no sense
         self.first_malformed = ""
+        self.failures: list[str] = []          # parts of the cycle that failed; see fail()
 
     @contextlib.contextmanager
     def item(self, what: str):
@@ -99,8 +100,19 @@ class Cycle:
             labels.setdefault("workspace_id", self.workspace_id)
         return label_values(metric, labels)
 
+    def fail(self, reason: str) -> None:
+        """Part of the cycle failed while the rest stands (one custom query of several): the cycle is still
+        applied, so the failed part's series disappear rather than linger, and the collector is reported down."""
+        self.failures.append(reason)
+
     def gauge(self, metric: m.Metric, value: float, **labels: Any) -> None:
         assert metric.type == m.GAUGE, metric.name
+        self.current(metric, value, **labels)
+
+    def current(self, metric: m.Metric, value: float, **labels: Any) -> None:
+        """A value read whole each cycle and replaced like a gauge's, whatever the metric's type: a gauge, or a
+        counter whose source keeps the cumulative total (a custom query's SELECT COUNT(*) of an append-only
+        table), exported as the source says."""
         if value is None:
             return
         self.gauges.setdefault(metric, {})[self._labels(metric, labels)] = float(value)

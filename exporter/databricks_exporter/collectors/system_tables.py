@@ -100,6 +100,10 @@ class SystemTableCollector(Collector):
             state = self.sql.warehouse_state()
             if state != "RUNNING":
                 return f"warehouse {self.sql.warehouse_id} is {state}; not started (wake_warehouse: false)"
+        return self.check_query()
+
+    def check_query(self) -> str:
+        """The check's statements, once the warehouse may be used; returns what they saw."""
         rows = self.query(self.check_statement())
         return f"read {self.check_statement().split(' FROM ')[1].split()[0]} on warehouse {self.sql.warehouse_id} " \
                f"({len(rows)} row)"

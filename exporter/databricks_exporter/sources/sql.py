@@ -64,6 +64,12 @@ def _transient(exc: Exception) -> bool:
                             sql_errors.DatabaseError, OSError))
 
 
+def rejected(exc: Exception) -> bool:
+    """The warehouse ran the statement and refused it (no such table, no permission, bad SQL): it concerns that
+    statement only, and trying again will not help."""
+    return isinstance(exc, sql_errors.ServerOperationError) and not _transient(exc)
+
+
 class SqlSource:
     """System tables through one SQL warehouse of one workspace; shared by that workspace's SQL collectors."""
 
