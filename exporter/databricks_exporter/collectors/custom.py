@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from .. import metrics as m
 from ..config import parse_duration
+from ..sources.sql import describe
 from ..store import Cycle, LabelValues
 from .base import register
 from .system_tables import SystemTableCollector
@@ -160,7 +161,7 @@ class CustomCollector(SystemTableCollector):
                 except Exception as exc:  # noqa: BLE001 - any failure of one query fails that query only
                     self._results.pop(query.name, None)
                     self._ran.pop(query.name, None)          # retried next cycle
-                    reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                    reason = describe(exc)
                     log.warning("custom query %s failed: %s; its series are absent until it succeeds", query.name,
                                 reason, extra={"collector": self.name})
                     cycle.fail(f"query {query.name}: {reason}")

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from .. import metrics as m
 from ..config import parse_duration
-from ..sources.sql import rejected
+from ..sources.sql import describe, rejected
 from ..store import Cycle
 from .base import NameFilter, register
 from .system_tables import SystemTableCollector, utc
@@ -173,8 +173,7 @@ class TablesCollector(SystemTableCollector):
                 if name not in self._failing:
                     self._failing.add(name)
                     log.warning("cannot describe table %s (%s); its metrics are absent until it can be read",
-                                name, str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc),
-                                extra={"collector": self.name})
+                                name, describe(exc), extra={"collector": self.name})
                 continue
             if name in self._failing:
                 self._failing.discard(name)
