@@ -150,6 +150,7 @@ class MetricStore:
         self._histograms: dict[m.Metric, dict[LabelValues, Histogram]] = {}
         self._states: dict[str, dict] = {}                                       # owner -> collector state
         self._version = 0
+        self._changed_at: dict[m.Metric, int] = {}    # metric -> store version of its last change (for renderers)
         self._listeners: list[Callable[[], None]] = []
 
     # --- writing ---------------------------------------------------------------------------------
@@ -165,6 +166,7 @@ class MetricStore:
         Persisting before publishing means Prometheus never sees a counter value that a crash could take back."""
         with self._lock:
             folded = guard.apply(cycle, self._existing_series(cycle), state) if guard else 0
+            previous = self._gauges.get(owner, {})
             self._gauges[owner] = cycle.gauges
             for metric, values, amount in cycle.increments:
                 series = self._counters.setdefault(metric, {})
@@ -181,7 +183,9 @@ class MetricStore:
             if state is not None:
                 self._states[owner] = state
             self.save()
-            self._changed()
+            self._changed(set(previous) | set(cycle.gauges) | {metric for metric, _, _ in cycle.increments}
+                          | {metric for metric, _, _ in cycle.observations}
+                          | {metric for metric, _ in cycle.forgets})
         return folded
 
     def _existing_series(self, cycle: Cycle) -> set[tuple[m.Metric, LabelValues]]:
@@ -213,8 +217,9 @@ class MetricStore:
     def set_gauges(self, owner: str, gauges: dict[m.Metric, dict[LabelValues, float]]) -> None:
         """Replace an owner's gauges outside a collector cycle (the exporter's own status metrics)."""
         with self._lock:
+            previous = self._gauges.get(owner, {})
             self._gauges[owner] = gauges
-            self._changed()
+            self._changed(set(previous) | set(gauges))
 
     def inc(self, metric: m.Metric, labels: dict[str, Any], amount: float = 1.0) -> None:
         """An immediate counter increment (the exporter's own bookkeeping, e.g. API requests)."""
@@ -222,7 +227,7 @@ class MetricStore:
         with self._lock:
             series = self._counters.setdefault(metric, {})
             series[values] = series.get(values, 0.0) + amount
-            self._changed()
+            self._changed({metric})
 
     def observe(self, metric: m.Metric, labels: dict[str, Any], value: float) -> None:
         """An immediate histogram observation (the exporter's own bookkeeping, e.g. SQL statement durations)."""
@@ -230,13 +235,15 @@ class MetricStore:
         with self._lock:
             self._histograms.setdefault(metric, {}).setdefault(values, Histogram.empty(metric)).observe(
                 metric, value)
-            self._changed()
+            self._changed({metric})
 
     def on_change(self, listener: Callable[[], None]) -> None:
         self._listeners.append(listener)
 
-    def _changed(self) -> None:
+    def _changed(self, metrics) -> None:
         self._version += 1
+        for metric in metrics:
+            self._changed_at[metric] = self._version
         for listener in self._listeners:
             listener()
 
@@ -248,19 +255,31 @@ class MetricStore:
     def families(self) -> list[Family]:
         """A consistent snapshot of every family with samples, in name order (sinks and renderers read this)."""
         with self._lock:
-            by_metric: dict[m.Metric, Family] = {}
+            metrics = set(self._counters) | set(self._histograms)
+            for gauges in self._gauges.values():
+                metrics.update(gauges)
+            families = [self._family(metric) for metric in sorted(metrics, key=lambda metric: metric.name)]
+        return [family for family in families if family.samples]
+
+    def changes_since(self, version: int) -> tuple[int, dict[m.Metric, Family]]:
+        """The store's version and, consistently with it, the family of every metric changed after `version`
+        (possibly with no samples left): a renderer re-renders those and keeps the rest."""
+        with self._lock:
+            return self._version, {metric: self._family(metric) for metric, at in self._changed_at.items()
+                                   if at > version}
+
+    def _family(self, metric: m.Metric) -> Family:
+        family = Family(metric)
+        if metric.type == m.COUNTER:
+            family.samples.extend(self._counters.get(metric, {}).items())
+        elif metric.type == m.HISTOGRAM:
+            family.samples.extend((values, Histogram(list(h.counts), h.sum))
+                                  for values, h in self._histograms.get(metric, {}).items())
+        else:
             for owner in sorted(self._gauges):
-                for metric, samples in self._gauges[owner].items():
-                    by_metric.setdefault(metric, Family(metric)).samples.extend(samples.items())
-            for metric, samples in self._counters.items():
-                by_metric.setdefault(metric, Family(metric)).samples.extend(samples.items())
-            for metric, samples in self._histograms.items():
-                by_metric.setdefault(metric, Family(metric)).samples.extend(
-                    (values, Histogram(list(h.counts), h.sum)) for values, h in samples.items())
-        families = sorted((f for f in by_metric.values() if f.samples), key=lambda f: f.metric.name)
-        for family in families:
-            family.samples.sort(key=lambda sample: sample[0])
-        return families
+                family.samples.extend(self._gauges[owner].get(metric, {}).items())
+        family.samples.sort(key=lambda sample: sample[0])
+        return family
 
     def value(self, name: str, **labels: Any) -> Any:
         """The current value of one series (tests and `once` use this); None when absent."""
@@ -323,8 +342,9 @@ class MetricStore:
                         self.state_file, exc, aside)
             return "state file damaged; counting starts from the lookback"
         with self._lock:
+            touched = set(self._counters) | set(self._histograms) | set(counters) | set(histograms)
             self._counters, self._histograms, self._states = counters, histograms, states
-            self._changed()
+            self._changed(touched)
         return f"state loaded from {self.state_file}"
 
 
