@@ -270,12 +270,12 @@ class MetricStore:
 
     def _family(self, metric: m.Metric) -> Family:
         family = Family(metric)
-        if metric.type == m.COUNTER:
-            family.samples.extend(self._counters.get(metric, {}).items())
-        elif metric.type == m.HISTOGRAM:
+        if metric.type == m.HISTOGRAM:
             family.samples.extend((values, Histogram(list(h.counts), h.sum))
                                   for values, h in self._histograms.get(metric, {}).items())
         else:
+            family.samples.extend(self._counters.get(metric, {}).items())
+            # Gauges, and counters read whole each cycle (Cycle.current: a custom query's cumulative total).
             for owner in sorted(self._gauges):
                 family.samples.extend(self._gauges[owner].get(metric, {}).items())
         family.samples.sort(key=lambda sample: sample[0])

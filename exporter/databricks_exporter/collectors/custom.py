@@ -40,7 +40,8 @@ class CustomQuery:
     metric: m.Metric
 
 
-def _query(index: int, raw: Any, error: Callable[[str, str], Exception]) -> CustomQuery:
+def query_from_config(index: int, raw: Any, error: Callable[[str, str], Exception]) -> CustomQuery:
+    """queries[index] of the configuration as a CustomQuery, or error(reason, key)."""
     where = f"queries[{index}]"
     if not isinstance(raw, dict):
         raise error(f"expected a mapping with name, sql and value_column, got {raw!r}", where)
@@ -113,7 +114,7 @@ class CustomCollector(SystemTableCollector):
     def validate_options(cls, options: dict, error: Callable[[str, str], Exception]) -> None:
         queries, names = [], set()
         for index, raw in enumerate(options["queries"]):
-            query = raw if isinstance(raw, CustomQuery) else _query(index, raw, error)
+            query = raw if isinstance(raw, CustomQuery) else query_from_config(index, raw, error)
             if query.name in names:
                 raise error(f"duplicate query name {query.name!r}", f"queries[{index}].name")
             names.add(query.name)

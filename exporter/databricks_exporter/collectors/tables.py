@@ -4,6 +4,7 @@ configuration names (one by one, or whole schemas through SHOW TABLES), with eac
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -152,9 +153,9 @@ class TablesCollector(SystemTableCollector):
         for schema in self.schemas:
             keep = NameFilter(list(schema.include), list(schema.exclude))
             for row in self.query(self.show_tables_statement(schema.name)):
-                table = str(row.get("tableName") or "").lower()
-                if table and not _truthy(row.get("isTemporary")) and keep(table):
-                    out[f"{schema.name}.{table}"] = schema.max_staleness
+                table = row.get("tableName")
+                if isinstance(table, str) and table and not _truthy(row.get("isTemporary")) and keep(table.lower()):
+                    out[f"{schema.name}.{table.lower()}"] = schema.max_staleness
         out.update(self.explicit)
         return out
 
@@ -164,27 +165,37 @@ class TablesCollector(SystemTableCollector):
         for name in [n for n in known if n not in watched]:
             del known[name]
         for name, max_staleness in sorted(watched.items()):
-            try:
-                seen = self.describe(name, known.get(name, {}))
-            except Exception as exc:  # noqa: BLE001 - sorted just below: only a refused statement is this table's
-                if not rejected(exc):
-                    raise
-                cycle.inc(m.TABLE_DESCRIBE_ERRORS, table=name)
-                if name not in self._failing:
-                    self._failing.add(name)
-                    log.warning("cannot describe table %s (%s); its metrics are absent until it can be read",
-                                name, describe(exc), extra={"collector": self.name})
-                continue
-            if name in self._failing:
-                self._failing.discard(name)
-                log.info("table %s can be described again", name, extra={"collector": self.name})
-            known[name] = seen
-            cycle.gauge(m.TABLE_SIZE, seen["size_bytes"], table=name)
-            cycle.gauge(m.TABLE_FILES, seen["files"], table=name)
-            cycle.gauge(m.TABLE_LAST_MODIFIED, seen.get("last_write"), table=name)
-            cycle.gauge(m.TABLE_LAST_OPTIMIZE, seen.get("last_optimize"), table=name)
-            cycle.gauge(m.TABLE_LAST_VACUUM, seen.get("last_vacuum"), table=name)
-            cycle.gauge(m.TABLE_FRESHNESS_SLO, max_staleness, table=name)
+            # A malformed answer skips (and counts) this table only, like a refused statement.
+            with cycle.item(f"table {name}"):
+                seen = self.describe_or_count(cycle, name, known.get(name, {}))
+                if seen is None:
+                    continue
+                known[name] = seen
+                cycle.gauge(m.TABLE_SIZE, seen["size_bytes"], table=name)
+                cycle.gauge(m.TABLE_FILES, seen["files"], table=name)
+                cycle.gauge(m.TABLE_LAST_MODIFIED, seen.get("last_write"), table=name)
+                cycle.gauge(m.TABLE_LAST_OPTIMIZE, seen.get("last_optimize"), table=name)
+                cycle.gauge(m.TABLE_LAST_VACUUM, seen.get("last_vacuum"), table=name)
+                cycle.gauge(m.TABLE_FRESHNESS_SLO, max_staleness, table=name)
+
+    def describe_or_count(self, cycle: Cycle, name: str, previous: dict) -> dict | None:
+        """What describe() saw, or None when the warehouse refused to describe the table (counted, and logged
+        once until it can be read again). Other failures (network, warehouse) fail the cycle."""
+        try:
+            seen = self.describe(name, previous)
+        except Exception as exc:  # noqa: BLE001 - sorted just below: only a refused statement is this table's
+            if not rejected(exc):
+                raise
+            cycle.inc(m.TABLE_DESCRIBE_ERRORS, table=name)
+            if name not in self._failing:
+                self._failing.add(name)
+                log.warning("cannot describe table %s (%s); its metrics are absent until it can be read",
+                            name, describe(exc), extra={"collector": self.name})
+            return None
+        if name in self._failing:
+            self._failing.discard(name)
+            log.info("table %s can be described again", name, extra={"collector": self.name})
+        return seen
 
     def describe(self, name: str, previous: dict) -> dict:
         """DESCRIBE DETAIL every cycle (size and files, cheap); DESCRIBE HISTORY only when the table has a commit
@@ -193,6 +204,8 @@ class TablesCollector(SystemTableCollector):
         modified = utc(detail["lastModified"]).timestamp() if detail.get("lastModified") is not None else None
         seen = {"size_bytes": float(detail["sizeInBytes"] or 0), "files": float(detail["numFiles"] or 0),
                 "commit": modified}
+        if not all(math.isfinite(seen[key]) and seen[key] >= 0 for key in ("size_bytes", "files")):
+            raise ValueError(f"sizeInBytes {detail['sizeInBytes']!r}, numFiles {detail['numFiles']!r}")
         if previous.get("commit") == modified:
             return {**previous, **seen}
         commits = [(utc(row["timestamp"]).timestamp(), str(row["operation"] or "").upper())
@@ -213,4 +226,4 @@ class TablesCollector(SystemTableCollector):
 
 
 def _truthy(value: Any) -> bool:
-    return value in (True, 1, "true", "TRUE", "True")
+    return value is True or (isinstance(value, str) and value.lower() == "true")
