@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from .. import metrics as m
-from ..config import parse_duration
+from ..config import option_value
 from ..sources.sql import describe
 from ..store import Cycle, LabelValues
 from .base import register
@@ -82,11 +82,9 @@ def query_from_config(index: int, raw: Any, error: Callable[[str, str], Exceptio
     interval = raw.get("interval")
     if interval is not None:
         try:
-            interval = parse_duration(interval)
-        except ValueError as exc:
+            interval = option_value(interval, "duration", positive=True)
+        except (TypeError, ValueError) as exc:
             raise error(str(exc), f"{where}.interval") from None
-        if interval <= 0:
-            raise error("must be greater than zero", f"{where}.interval")
     help_text = raw.get("help") or f"Custom SQL metric {name} (collectors.custom.queries)."
     if not isinstance(help_text, str):
         raise error(f"expected a string, got {help_text!r}", f"{where}.help")

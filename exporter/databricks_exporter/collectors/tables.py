@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .. import metrics as m
-from ..config import parse_duration
+from ..config import option_value
 from ..sources.sql import describe, rejected
 from ..store import Cycle
 from .base import NameFilter, register
@@ -49,27 +49,15 @@ def _entry(raw: Any, allowed: set[str], where: str, error: Callable[[str, str], 
         if key not in allowed:
             raise error(f"unknown key (allowed: {', '.join(sorted(allowed))})", f"{where}.{key}")
     if raw.get("max_staleness") is not None:
-        try:
-            raw = {**raw, "max_staleness": parse_duration(raw["max_staleness"])}
-        except ValueError as exc:
-            raise error(str(exc), f"{where}.max_staleness") from None
-        if raw["max_staleness"] <= 0:
-            raise error("must be greater than zero", f"{where}.max_staleness")
+        raw = {**raw, "max_staleness": _typed(raw, "max_staleness", "duration", where, error, positive=True)}
     return raw
 
 
-def _patterns(raw: dict, key: str, where: str, error) -> tuple[str, ...]:
-    value = raw.get(key) or []
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise error(f"expected a list of regular expressions, got {value!r}", f"{where}.{key}")
-    for pattern in value:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise error(f"invalid regular expression {pattern!r}: {exc}", f"{where}.{key}") from None
-    return tuple(value)
+def _typed(raw: dict, key: str, kind: str, where: str, error, positive: bool = False) -> Any:
+    try:
+        return option_value(raw[key], kind, positive)
+    except (TypeError, ValueError) as exc:
+        raise error(str(exc), f"{where}.{key}") from None
 
 
 @register
@@ -102,8 +90,9 @@ class TablesCollector(SystemTableCollector):
             if not SCHEMA_NAME.match(name):
                 raise error(f"expected a schema name catalog.schema, got {name!r}", where)
             raw = _entry(raw, {"include", "exclude", "max_staleness"}, where, error)
-            schemas.append(WatchedSchema(name.lower(), _patterns(raw, "include", where, error),
-                                         _patterns(raw, "exclude", where, error), raw.get("max_staleness")))
+            include, exclude = (tuple(_typed(raw, key, "regex_list", where, error)) if raw.get(key) else ()
+                                for key in ("include", "exclude"))
+            schemas.append(WatchedSchema(name.lower(), include, exclude, raw.get("max_staleness")))
         options["schemas"] = schemas
         if not 1 <= options["history_limit"] <= 1000:
             raise error(f"must be from 1 to 1000, got {options['history_limit']}", "history_limit")
