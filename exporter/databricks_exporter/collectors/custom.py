@@ -136,7 +136,6 @@ class CustomCollector(SystemTableCollector):
 
     def check_query(self) -> str:
         cycle = Cycle(self.workspace.workspace_id)
-        self._ran.clear()
         self.refresh(cycle, {})
         if cycle.failures:
             raise QueryFailed("; ".join(cycle.failures))
