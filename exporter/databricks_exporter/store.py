@@ -126,7 +126,7 @@ class Cycle:
 
     def inc(self, metric: m.Metric, amount: float = 1.0, **labels: Any) -> None:
         assert metric.type == m.COUNTER, metric.name
-        if amount < 0:
+        if not amount >= 0:        # NaN too: one NaN would poison the counter for good
             raise ValueError(f"{metric.name}: counters only go up, got {amount}")
         if amount:
             self.increments.append((metric, self._labels(metric, labels), float(amount)))
