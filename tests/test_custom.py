@@ -72,6 +72,15 @@ def test_every_example_query_gives_its_series_on_the_simulator(server, workspace
         q["name"]: 1 for q in EXAMPLE_QUERIES}
 
 
+def test_check_runs_every_query_and_fails_on_a_broken_one(workspace, clock):
+    seen = collector("custom", workspace, clock, queries=EXAMPLE_QUERIES).check()
+    assert seen.startswith("ran 4 queries on warehouse ") and seen.endswith("(7 series)"), seen
+    broken = collector("custom", workspace, clock, queries=[{"name": "x", "sql": "SELECT 'a' AS v",
+                                                             "value_column": "v"}])
+    with pytest.raises(Exception, match="query x: .*not a number"):
+        broken.check()
+
+
 def test_queries_run_when_due_and_their_values_stay_in_between():
     clock = FakeClock()
     server = sql_server(clock)
@@ -149,7 +158,8 @@ def test_a_failing_query_takes_its_series_away_and_the_collector_down(tmp_path):
         text = wait_for(lambda: served(0, names - {"databricks_custom_daily_revenue_rows"}), 30,
                         what="the failed query's series gone and the collector down")
         assert total(parse(text), "databricks_exporter_custom_query_success", query="daily_revenue_rows") == 0
-        assert "custom query daily_revenue_rows failed: [TABLE_OR_VIEW_NOT_FOUND]" in exporter.log()
+        assert any("custom query daily_revenue_rows failed" in line and "[TABLE_OR_VIEW_NOT_FOUND]" in line
+                   for line in exporter.log().splitlines())
     finally:
         if exporter:
             exporter.kill()

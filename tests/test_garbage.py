@@ -16,7 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from databricks_exporter.collectors.clusters import ClustersCollector
+from databricks_exporter.collectors.custom import query_from_config
 from databricks_exporter.collectors.jobs import JobsCollector
+from databricks_exporter.collectors.tables import WatchedSchema
 from databricks_exporter.collectors.warehouses import WarehousesCollector
 from databricks_exporter import metrics as m
 from databricks_exporter.config import CollectorSettings
@@ -279,3 +281,49 @@ def test_malformed_sql_rows_are_skipped_once_each_and_the_good_ones_count():
                        node_role="driver") == 10
     assert store.value("databricks_cluster_network_received_bytes_total", workspace_id="1", cluster_id="c1",
                        node_role="worker") is None
+
+
+DETAIL_KEYS = ["name", "lastModified", "numFiles", "sizeInBytes", "createdAt", "format"]
+HISTORY_KEYS = ["version", "timestamp", "operation", "operationParameters"]
+
+
+@WITH_LOGS
+@given(detail=st.lists(rows(DETAIL_KEYS) | st.fixed_dictionaries(
+    {"lastModified": st.datetimes(dt.datetime(2026, 9, 1), dt.datetime(2026, 9, 21)), "numFiles": cells,
+     "sizeInBytes": cells}), min_size=1, max_size=2),
+       history=st.lists(rows(HISTORY_KEYS) | st.fixed_dictionaries(
+           {"timestamp": st.datetimes(dt.datetime(2026, 9, 1), dt.datetime(2026, 9, 21)),
+            "operation": st.sampled_from(["WRITE", "OPTIMIZE", "VACUUM END", "MERGE"]) | cells}), max_size=5),
+       listed=st.lists(rows(["tableName", "isTemporary", "database"]), max_size=3))
+def test_tables_collector_survives_garbage(detail, history, listed, caplog):
+    def answer(statement):
+        return {"SHOW": listed, "DESCRIBE DETAIL": detail, "DESCRIBE HISTORY": history}[
+            next(k for k in ("SHOW", "DESCRIBE DETAIL", "DESCRIBE HISTORY") if statement.startswith(k))]
+
+    collector = sql_collector("tables", answer)
+    collector.explicit.update({"main.sales.orders": 3600.0, "main.sales.customers": None})
+    collector.schemas.append(WatchedSchema("main.bronze"))
+    store = MetricStore()
+    caplog.clear()
+    cycles = [run_cycle(collector, store) for _ in range(2)]
+    for cycle in cycles:
+        assert cycle.failures == []
+        for samples in cycle.gauges.values():
+            assert all(math.isfinite(value) for value in samples.values())
+    assert_not_logged_per_item(caplog, cycles)
+
+
+@FAST
+@given(result=st.lists(rows(["value", "label", "other"]), max_size=4))
+def test_custom_collector_survives_garbage(result):
+    collector = sql_collector("custom", lambda statement: result)
+    collector.queries.append(query_from_config(
+        0, {"name": "garbage", "sql": "SELECT 1", "value_column": "value", "label_columns": ["label"]},
+        lambda message, key: ValueError(message)))
+    store = MetricStore()
+    for _ in range(2):
+        cycle = run_cycle(collector, store)
+        served = cycle.gauges.get(collector.queries[0].metric, {})
+        # Either the query's series, each a number, or none and the query counted as failed.
+        assert (served and not cycle.failures) or (not served and len(cycle.failures) <= 1)
+        assert all(isinstance(value, float) for value in served.values())

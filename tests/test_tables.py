@@ -154,6 +154,13 @@ def test_tables_that_cannot_be_described_are_counted_and_do_not_fail_the_others(
     assert by_table(store, "databricks_table_describe_errors_total")["main.gold.daily_revenue"] == 1
 
 
+def test_check_describes_the_configured_tables(world):
+    _, workspace, clock = world
+    seen = collector("tables", workspace, clock, schemas={"main.hr": None}, tables={"main.sales.orders": None}).check()
+    assert seen.startswith("described 1 tables on warehouse ") and \
+        seen.endswith("; could not describe main.hr.salaries"), seen
+
+
 def test_the_exporter_serves_every_table_metric(tmp_path):
     from conftest import ExporterProcess
 

@@ -189,6 +189,13 @@ def _coerce(value: Any, kind: str) -> Any:
     return value
 
 
+def option_value(value: Any, kind: str, positive: bool = False) -> Any:
+    """An entry of a structured option (a collector's validate_options), coerced and checked like a top-level key
+    of that kind; raises TypeError or ValueError with the reason, for the collector to name the key."""
+    value = _coerce(value, kind)
+    return _positive(value) if positive else value
+
+
 def _positive(value: float) -> float:
     if value <= 0:
         raise ValueError("must be greater than zero")

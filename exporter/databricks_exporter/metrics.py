@@ -402,8 +402,8 @@ TABLE_LAST_VACUUM = define(
     unit="seconds", source="DESCRIBE HISTORY", **_TB)
 TABLE_FRESHNESS_SLO = define(
     "databricks_table_freshness_slo_seconds", GAUGE,
-    "The table's maximum staleness from the configuration (tables.tables.<name>.max_staleness or the schema's): "
-    "how old its last write may be.", _TBL, unit="seconds", source="configuration", **_TB)
+    "The table's maximum staleness from the configuration (collectors.tables, max_staleness of the table or its "
+    "schema): how old its last write may be.", _TBL, unit="seconds", source="configuration", **_TB)
 TABLE_DESCRIBE_ERRORS = define(
     "databricks_table_describe_errors_total", COUNTER,
     "Cycles in which the table could not be described (dropped, renamed, no permission); the other tables are "

@@ -126,7 +126,7 @@ class Cycle:
 
     def inc(self, metric: m.Metric, amount: float = 1.0, **labels: Any) -> None:
         assert metric.type == m.COUNTER, metric.name
-        if amount < 0:
+        if not amount >= 0:        # NaN too: one NaN would poison the counter for good
             raise ValueError(f"{metric.name}: counters only go up, got {amount}")
         if amount:
             self.increments.append((metric, self._labels(metric, labels), float(amount)))
@@ -270,12 +270,12 @@ class MetricStore:
 
     def _family(self, metric: m.Metric) -> Family:
         family = Family(metric)
-        if metric.type == m.COUNTER:
-            family.samples.extend(self._counters.get(metric, {}).items())
-        elif metric.type == m.HISTOGRAM:
+        if metric.type == m.HISTOGRAM:
             family.samples.extend((values, Histogram(list(h.counts), h.sum))
                                   for values, h in self._histograms.get(metric, {}).items())
         else:
+            family.samples.extend(self._counters.get(metric, {}).items())
+            # Gauges, and counters read whole each cycle (Cycle.current: a custom query's cumulative total).
             for owner in sorted(self._gauges):
                 family.samples.extend(self._gauges[owner].get(metric, {}).items())
         family.samples.sort(key=lambda sample: sample[0])

@@ -11,7 +11,8 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from .. import metrics as m
-from ..config import parse_duration
+from ..config import option_value
+from ..sources.sql import describe
 from ..store import Cycle, LabelValues
 from .base import register
 from .system_tables import SystemTableCollector
@@ -39,7 +40,8 @@ class CustomQuery:
     metric: m.Metric
 
 
-def _query(index: int, raw: Any, error: Callable[[str, str], Exception]) -> CustomQuery:
+def query_from_config(index: int, raw: Any, error: Callable[[str, str], Exception]) -> CustomQuery:
+    """queries[index] of the configuration as a CustomQuery, or error(reason, key)."""
     where = f"queries[{index}]"
     if not isinstance(raw, dict):
         raise error(f"expected a mapping with name, sql and value_column, got {raw!r}", where)
@@ -80,11 +82,9 @@ def _query(index: int, raw: Any, error: Callable[[str, str], Exception]) -> Cust
     interval = raw.get("interval")
     if interval is not None:
         try:
-            interval = parse_duration(interval)
-        except ValueError as exc:
+            interval = option_value(interval, "duration", positive=True)
+        except (TypeError, ValueError) as exc:
             raise error(str(exc), f"{where}.interval") from None
-        if interval <= 0:
-            raise error("must be greater than zero", f"{where}.interval")
     help_text = raw.get("help") or f"Custom SQL metric {name} (collectors.custom.queries)."
     if not isinstance(help_text, str):
         raise error(f"expected a string, got {help_text!r}", f"{where}.help")
@@ -112,7 +112,7 @@ class CustomCollector(SystemTableCollector):
     def validate_options(cls, options: dict, error: Callable[[str, str], Exception]) -> None:
         queries, names = [], set()
         for index, raw in enumerate(options["queries"]):
-            query = raw if isinstance(raw, CustomQuery) else _query(index, raw, error)
+            query = raw if isinstance(raw, CustomQuery) else query_from_config(index, raw, error)
             if query.name in names:
                 raise error(f"duplicate query name {query.name!r}", f"queries[{index}].name")
             names.add(query.name)
@@ -136,7 +136,6 @@ class CustomCollector(SystemTableCollector):
 
     def check_query(self) -> str:
         cycle = Cycle(self.workspace.workspace_id)
-        self._ran.clear()
         self.refresh(cycle, {})
         if cycle.failures:
             raise QueryFailed("; ".join(cycle.failures))
@@ -160,7 +159,7 @@ class CustomCollector(SystemTableCollector):
                 except Exception as exc:  # noqa: BLE001 - any failure of one query fails that query only
                     self._results.pop(query.name, None)
                     self._ran.pop(query.name, None)          # retried next cycle
-                    reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                    reason = describe(exc)
                     log.warning("custom query %s failed: %s; its series are absent until it succeeds", query.name,
                                 reason, extra={"collector": self.name})
                     cycle.fail(f"query {query.name}: {reason}")

@@ -4,13 +4,14 @@ configuration names (one by one, or whole schemas through SHOW TABLES), with eac
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from .. import metrics as m
-from ..config import parse_duration
-from ..sources.sql import rejected
+from ..config import option_value
+from ..sources.sql import describe, rejected
 from ..store import Cycle
 from .base import NameFilter, register
 from .system_tables import SystemTableCollector, utc
@@ -48,27 +49,15 @@ def _entry(raw: Any, allowed: set[str], where: str, error: Callable[[str, str], 
         if key not in allowed:
             raise error(f"unknown key (allowed: {', '.join(sorted(allowed))})", f"{where}.{key}")
     if raw.get("max_staleness") is not None:
-        try:
-            raw = {**raw, "max_staleness": parse_duration(raw["max_staleness"])}
-        except ValueError as exc:
-            raise error(str(exc), f"{where}.max_staleness") from None
-        if raw["max_staleness"] <= 0:
-            raise error("must be greater than zero", f"{where}.max_staleness")
+        raw = {**raw, "max_staleness": _typed(raw, "max_staleness", "duration", where, error, positive=True)}
     return raw
 
 
-def _patterns(raw: dict, key: str, where: str, error) -> tuple[str, ...]:
-    value = raw.get(key) or []
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise error(f"expected a list of regular expressions, got {value!r}", f"{where}.{key}")
-    for pattern in value:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise error(f"invalid regular expression {pattern!r}: {exc}", f"{where}.{key}") from None
-    return tuple(value)
+def _typed(raw: dict, key: str, kind: str, where: str, error, positive: bool = False) -> Any:
+    try:
+        return option_value(raw[key], kind, positive)
+    except (TypeError, ValueError) as exc:
+        raise error(str(exc), f"{where}.{key}") from None
 
 
 @register
@@ -101,8 +90,9 @@ class TablesCollector(SystemTableCollector):
             if not SCHEMA_NAME.match(name):
                 raise error(f"expected a schema name catalog.schema, got {name!r}", where)
             raw = _entry(raw, {"include", "exclude", "max_staleness"}, where, error)
-            schemas.append(WatchedSchema(name.lower(), _patterns(raw, "include", where, error),
-                                         _patterns(raw, "exclude", where, error), raw.get("max_staleness")))
+            include, exclude = (tuple(_typed(raw, key, "regex_list", where, error)) if raw.get(key) else ()
+                                for key in ("include", "exclude"))
+            schemas.append(WatchedSchema(name.lower(), include, exclude, raw.get("max_staleness")))
         options["schemas"] = schemas
         if not 1 <= options["history_limit"] <= 1000:
             raise error(f"must be from 1 to 1000, got {options['history_limit']}", "history_limit")
@@ -152,9 +142,9 @@ class TablesCollector(SystemTableCollector):
         for schema in self.schemas:
             keep = NameFilter(list(schema.include), list(schema.exclude))
             for row in self.query(self.show_tables_statement(schema.name)):
-                table = str(row.get("tableName") or "").lower()
-                if table and not _truthy(row.get("isTemporary")) and keep(table):
-                    out[f"{schema.name}.{table}"] = schema.max_staleness
+                table = row.get("tableName")
+                if isinstance(table, str) and table and not _truthy(row.get("isTemporary")) and keep(table.lower()):
+                    out[f"{schema.name}.{table.lower()}"] = schema.max_staleness
         out.update(self.explicit)
         return out
 
@@ -164,28 +154,37 @@ class TablesCollector(SystemTableCollector):
         for name in [n for n in known if n not in watched]:
             del known[name]
         for name, max_staleness in sorted(watched.items()):
-            try:
-                seen = self.describe(name, known.get(name, {}))
-            except Exception as exc:  # noqa: BLE001 - sorted just below: only a refused statement is this table's
-                if not rejected(exc):
-                    raise
-                cycle.inc(m.TABLE_DESCRIBE_ERRORS, table=name)
-                if name not in self._failing:
-                    self._failing.add(name)
-                    log.warning("cannot describe table %s (%s); its metrics are absent until it can be read",
-                                name, str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc),
-                                extra={"collector": self.name})
-                continue
-            if name in self._failing:
-                self._failing.discard(name)
-                log.info("table %s can be described again", name, extra={"collector": self.name})
-            known[name] = seen
-            cycle.gauge(m.TABLE_SIZE, seen["size_bytes"], table=name)
-            cycle.gauge(m.TABLE_FILES, seen["files"], table=name)
-            cycle.gauge(m.TABLE_LAST_MODIFIED, seen.get("last_write"), table=name)
-            cycle.gauge(m.TABLE_LAST_OPTIMIZE, seen.get("last_optimize"), table=name)
-            cycle.gauge(m.TABLE_LAST_VACUUM, seen.get("last_vacuum"), table=name)
-            cycle.gauge(m.TABLE_FRESHNESS_SLO, max_staleness, table=name)
+            # A malformed answer skips (and counts) this table only, like a refused statement.
+            with cycle.item(f"table {name}"):
+                seen = self.describe_or_count(cycle, name, known.get(name, {}))
+                if seen is None:
+                    continue
+                known[name] = seen
+                cycle.gauge(m.TABLE_SIZE, seen["size_bytes"], table=name)
+                cycle.gauge(m.TABLE_FILES, seen["files"], table=name)
+                cycle.gauge(m.TABLE_LAST_MODIFIED, seen.get("last_write"), table=name)
+                cycle.gauge(m.TABLE_LAST_OPTIMIZE, seen.get("last_optimize"), table=name)
+                cycle.gauge(m.TABLE_LAST_VACUUM, seen.get("last_vacuum"), table=name)
+                cycle.gauge(m.TABLE_FRESHNESS_SLO, max_staleness, table=name)
+
+    def describe_or_count(self, cycle: Cycle, name: str, previous: dict) -> dict | None:
+        """What describe() saw, or None when the warehouse refused to describe the table (counted, and logged
+        once until it can be read again). Other failures (network, warehouse) fail the cycle."""
+        try:
+            seen = self.describe(name, previous)
+        except Exception as exc:  # noqa: BLE001 - sorted just below: only a refused statement is this table's
+            if not rejected(exc):
+                raise
+            cycle.inc(m.TABLE_DESCRIBE_ERRORS, table=name)
+            if name not in self._failing:
+                self._failing.add(name)
+                log.warning("cannot describe table %s (%s); its metrics are absent until it can be read",
+                            name, describe(exc), extra={"collector": self.name})
+            return None
+        if name in self._failing:
+            self._failing.discard(name)
+            log.info("table %s can be described again", name, extra={"collector": self.name})
+        return seen
 
     def describe(self, name: str, previous: dict) -> dict:
         """DESCRIBE DETAIL every cycle (size and files, cheap); DESCRIBE HISTORY only when the table has a commit
@@ -194,6 +193,8 @@ class TablesCollector(SystemTableCollector):
         modified = utc(detail["lastModified"]).timestamp() if detail.get("lastModified") is not None else None
         seen = {"size_bytes": float(detail["sizeInBytes"] or 0), "files": float(detail["numFiles"] or 0),
                 "commit": modified}
+        if not all(math.isfinite(seen[key]) and seen[key] >= 0 for key in ("size_bytes", "files")):
+            raise ValueError(f"sizeInBytes {detail['sizeInBytes']!r}, numFiles {detail['numFiles']!r}")
         if previous.get("commit") == modified:
             return {**previous, **seen}
         commits = [(utc(row["timestamp"]).timestamp(), str(row["operation"] or "").upper())
@@ -214,4 +215,4 @@ class TablesCollector(SystemTableCollector):
 
 
 def _truthy(value: Any) -> bool:
-    return value in (True, 1, "true", "TRUE", "True")
+    return value is True or (isinstance(value, str) and value.lower() == "true")

@@ -157,10 +157,10 @@ class DeltaTables:
                           next_write_ms=ws.world_start_ms + spec.offset_ms,
                           # The last OPTIMIZE and VACUUM before the simulated start are recent enough for a
                           # DESCRIBE HISTORY with a modest LIMIT to find them.
-                          next_optimize_ms=ws.world_start_ms + spec.optimize_every_ms - HOUR_MS
+                          next_optimize_ms=ws.world_start_ms + spec.optimize_every_ms - HOUR_MS + spec.offset_ms
                           if spec.optimize_every_ms else None,
-                          next_vacuum_ms=ws.world_start_ms + spec.vacuum_every_ms - 2 * HOUR_MS + 17 * MINUTE_MS
-                          if spec.vacuum_every_ms else None)
+                          next_vacuum_ms=ws.world_start_ms + spec.vacuum_every_ms - 2 * HOUR_MS + spec.offset_ms
+                          + 17 * MINUTE_MS if spec.vacuum_every_ms else None)
             table.history.append(Commit(0, created, "CREATE TABLE AS SELECT",
                                         {"isManaged": "true", "description": None,
                                          "partitionBy": _json_list(spec.partition_columns),
