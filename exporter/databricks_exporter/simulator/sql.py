@@ -296,7 +296,8 @@ class SystemTables:
                 load = min(0.99, max(0.0, base + wave + (n[0] - 128) / 1280))
                 if driver:
                     load *= 0.5
-                rows.append({
+                # Incident scenarios (scenarios.py) may stress this node's minute.
+                rows.append(self.ws.scenarios.apply("node_minute", minute, {
                     "account_id": self.ws.account_id, "workspace_id": str(self.ws.workspace_id),
                     "cluster_id": cluster_id, "instance_id": instance, "start_time": minute,
                     "end_time": minute + MINUTE_MS, "driver": driver,
@@ -311,7 +312,7 @@ class SystemTables:
                     "disk_free_bytes_per_mount_point_v": [
                         int(12e9 - n[2] * 2e7), int(150e9 * (1 - 0.6 * load) - n[3] * 1e8)],
                     "node_type": spec.driver_node_type_id if driver else spec.node_type_id,
-                    "_visible_at": minute + MINUTE_MS + self.node_lag_ms})
+                    "_visible_at": minute + MINUTE_MS + self.node_lag_ms}, n))
 
     def _warehouse_event_rows(self, now_ms: int) -> list[dict]:
         rows = []
@@ -561,11 +562,12 @@ class SqlService:
     LONG_POLL_S = 1.0
 
     def __init__(self, ws, billing_lag_seconds: float = 7200, billing_history_days: int = 40,
-                 chunk_rows: int = 10_000):
+                 chunk_rows: int = 10_000, node_lag_seconds: float = 180):
         self.ws = ws
         self.queries = QueryLog(ws)
         self.billing = BillingModel(ws, lag_ms=int(billing_lag_seconds * 1000), history_days=billing_history_days)
         self.chunk_rows = chunk_rows
+        self.node_lag_ms = int(node_lag_seconds * 1000)
         self._tables: SystemTables | None = None
         self._engine_lock = threading.Lock()
         self._lock = threading.Lock()
@@ -575,7 +577,7 @@ class SqlService:
     @property
     def tables(self) -> SystemTables:
         if self._tables is None:
-            self._tables = SystemTables(self.ws, self.billing, self.queries)
+            self._tables = SystemTables(self.ws, self.billing, self.queries, node_lag_ms=self.node_lag_ms)
         return self._tables
 
     def shutdown(self) -> None:
