@@ -1,4 +1,5 @@
-"""Shared fixtures: the simulated workspace in-process, the exporter as a real subprocess, and the real Prometheus."""
+"""Shared fixtures: the simulated workspace in-process, the exporter as a real subprocess, the real Prometheus and
+Alertmanager, and a webhook server standing in for the receivers."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -243,9 +246,6 @@ class WebhookReceiver:
     path, JSON body), so a test sees what Alertmanager sent where, and when."""
 
     def __init__(self):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
         receiver = self
         self.posts: list[tuple[float, str, dict]] = []
         self._lock = threading.Lock()

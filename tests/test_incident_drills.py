@@ -28,15 +28,14 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
-from conftest import ROOT, Alertmanager, ExporterProcess, Prometheus, WebhookReceiver, fast_config, http_get, wait_for
+from conftest import Alertmanager, ExporterProcess, Prometheus, WebhookReceiver, fast_config, http_get, wait_for
+from test_rules import ALERTMANAGER_CONFIG, RULE_FILES
 
 pytestmark = pytest.mark.integration
 
-RULES = ROOT / "prometheus" / "rules"
-ALERTMANAGER_CONFIG = ROOT / "alertmanager" / "alertmanager.yml"
 FOR_SCALE = 10
 BASELINE_SECONDS = 75
-DRILL_TIMEOUT_S = 420          # from the scenarios' start; the slowest drill pages in about half of it
+DRILL_TIMEOUT_S = 420          # from the scenarios' start; the slowest drill (a pipeline's next update) takes ~300 s
 # Where each severity pages, as alertmanager.yml routes it.
 RECEIVER = {"critical": "pager", "warning": "chat", "info": "webhook"}
 
@@ -59,17 +58,25 @@ DRILLS = [
     Drill("expectations_failing", "DatabricksPipelineExpectationPassRateLow", "warning", "pipeline_id"),
     Drill("pipeline_backlog", "DatabricksPipelineBacklogHigh", "warning", "pipeline_id"),
     Drill("spend_spike", "DatabricksCostSpike", "warning"),
+    # A new scenario is a row: e.g. Drill("table_stale", "DatabricksTableStale", "warning", "table") for a scenario
+    # whose targets are {"tables": [...]}.
 ]
 
 
-def scaled_alert_rules(path) -> dict:
-    """alerts.yml with every `for:` divided by FOR_SCALE; everything else as the project wrote it."""
+def scaled_rules(path, directory) -> str:
+    """The path of a copy of the rule file with every `for:` divided by FOR_SCALE, everything else as the project
+    wrote it; the file itself when it has no `for:`."""
     rules = yaml.safe_load(path.read_text())
+    scaled = False
     for group in rules["groups"]:
         for rule in group["rules"]:
             if "for" in rule:
-                rule["for"] = f"{max(1, seconds(rule['for']) // FOR_SCALE)}s"
-    return rules
+                rule["for"], scaled = f"{max(1, seconds(rule['for']) // FOR_SCALE)}s", True
+    if not scaled:
+        return str(path)
+    copy = directory / path.name
+    copy.write_text(yaml.safe_dump(rules, sort_keys=False))
+    return str(copy)
 
 
 def seconds(duration: str) -> int:
@@ -140,12 +147,11 @@ class Stack:
             self.exporter = ExporterProcess(directory / "exporter", self.simulator,
                                             exporter_config(self.simulator)).start()
             self.parts.append(self.exporter.kill)
-            alerts = directory / "alerts.yml"
-            alerts.write_text(yaml.safe_dump(scaled_alert_rules(RULES / "alerts.yml"), sort_keys=False))
             self.started = time.time()
             self.prometheus = Prometheus(
                 directory / "prometheus", [f"127.0.0.1:{self.exporter.port}"],
-                rule_files=[str(RULES / "recording.yml"), str(alerts)], alertmanagers=[self.alertmanager.address],
+                rule_files=[scaled_rules(path, directory) for path in RULE_FILES],
+                alertmanagers=[self.alertmanager.address],
                 evaluation_interval="2s",
                 backfill=yesterday_cost_series(self.simulator, self.started - 600, self.started + 1800))
             self.parts.append(self.prometheus.stop)

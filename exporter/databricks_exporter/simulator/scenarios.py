@@ -124,7 +124,7 @@ class ScenarioSet:
 
 
 def _running_clusters(ws, now_ms: int, taken: set) -> list:
-    """All-purpose clusters running now whose session lasts at least two more hours: a drill outlives nothing."""
+    """All-purpose clusters running now whose session lasts at least two more hours, longer than any drill."""
     out = []
     for cluster in sorted(ws.clusters, key=lambda c: c.spec.cluster_id):
         state, _, workers, session = cluster.state_at(now_ms)
@@ -240,7 +240,8 @@ class SpendSpike(Scenario):
     FACTOR = Decimal(2)
 
     def pick(self, ws, rng, now_ms, taken):
-        clusters = sorted((c for c in ws.clusters if c.spec.source in ("UI", "API")), key=lambda c: c.spec.cluster_id)
+        clusters = sorted((c for c in ws.clusters if c.spec.source in ("UI", "API") and c.spec.cluster_id not in taken),
+                          key=lambda c: c.spec.cluster_id)
         return {"cluster_ids": [rng.choice(clusters).spec.cluster_id]}
 
     def billing(self, window, rows, model):

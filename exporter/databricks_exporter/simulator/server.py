@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import ipaddress
 import json
 import logging
 import re
@@ -651,7 +652,6 @@ class SimulatorServer:
 
 
 def _is_address(name: str) -> bool:
-    import ipaddress
     try:
         ipaddress.ip_address(name)
         return True
