@@ -51,7 +51,8 @@ class Drill:
 
 
 DRILLS = [
-    Drill("job_failure_storm", "DatabricksJobFailureBurst", "critical"),
+    Drill("job_failure_storm", "DatabricksJobFailureRateHigh", "critical"),
+    Drill("job_failure_storm", "DatabricksJobFailureBurst", "warning"),
     Drill("job_failure_storm", "DatabricksJobLastRunFailed", "warning", "job_id"),
     Drill("cpu_saturation", "DatabricksClusterCPUHigh", "critical", "cluster_id"),
     Drill("memory_pressure", "DatabricksClusterMemoryHigh", "critical", "cluster_id"),
@@ -131,6 +132,8 @@ def yesterday_cost_series(simulator, start: float, end: float, step: float = 15)
 
 
 class Stack:
+    """The simulated workspace, webhook server, Alertmanager, exporter and Prometheus of the module's drills."""
+
     def __init__(self, directory):
         from databricks_exporter.simulator.server import SimulatorServer
 

@@ -37,7 +37,7 @@ def test_scenarios_are_listed_started_and_ended_over_http(simulator):
     assert control(simulator, "DELETE", "/simulator/scenarios/volcano")[0] == 404
 
     status, storm = control(simulator, "POST", "/simulator/scenarios/job_failure_storm")
-    assert status == 200 and storm["active"] and len(storm["targets"]["job_ids"]) == 4
+    assert status == 200 and storm["active"] and 4 <= len(storm["targets"]["job_ids"]) <= 6
     assert control(simulator, "POST", "/simulator/scenarios/job_failure_storm")[1] == storm     # already active
     control(simulator, "POST", "/simulator/scenarios/cpu_saturation")
     active = {s["name"] for s in control(simulator, "GET", "/simulator/scenarios")[1]["scenarios"] if s["active"]}
