@@ -1,4 +1,5 @@
-"""Shared fixtures: the simulated workspace in-process, the exporter as a real subprocess, and the real Prometheus."""
+"""Shared fixtures: the simulated workspace in-process, the exporter as a real subprocess, the real Prometheus and
+Alertmanager, and a webhook server standing in for the receivers."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -140,17 +143,28 @@ def fast_config(**extra) -> dict:
 
 
 class Prometheus:
-    """The real Prometheus server (Debian's package), scraping the given targets every second."""
+    """The real Prometheus server (Debian's package), scraping the given targets every second. Optionally it sends
+    alerts to `alertmanagers` (host:port), and starts on a TSDB that already holds `backfill` (OpenMetrics text,
+    written with promtool tsdb create-blocks-from openmetrics): history from before the test began."""
 
-    def __init__(self, tmp_path: Path, targets: list[str], rule_files: list[str] | None = None, **scrape):
+    def __init__(self, tmp_path: Path, targets: list[str], rule_files: list[str] | None = None,
+                 alertmanagers: list[str] | None = None, evaluation_interval: str = "1s",
+                 backfill: str | None = None, **scrape):
         binary = require_binary("prometheus")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "global": {"scrape_interval": "1s", "evaluation_interval": evaluation_interval},
             "rule_files": rule_files or [],
             "scrape_configs": [{"job_name": "databricks", "static_configs": [{"targets": targets}], **scrape}],
         }
+        if alertmanagers:
+            config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": alertmanagers}]}]}
+        if backfill:
+            source = tmp_path / "backfill.om"
+            source.write_text(backfill)
+            subprocess.run([require_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(source),
+                            str(tmp_path / "tsdb")], check=True, capture_output=True, timeout=60)
         config_path = tmp_path / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config))
         self.log_path = tmp_path / "prometheus.log"
@@ -193,3 +207,71 @@ def prometheus_factory(tmp_path):
     yield make
     for prom in started:
         prom.stop()
+
+
+class Alertmanager:
+    """The real Alertmanager (Debian's prometheus-alertmanager), alone (no cluster), from the given config."""
+
+    def __init__(self, tmp_path: Path, config: dict):
+        binary = require_binary("prometheus-alertmanager")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.address = f"127.0.0.1:{self.port}"
+        config_path = tmp_path / "alertmanager.yml"
+        config_path.write_text(yaml.safe_dump(config))
+        self.log_path = tmp_path / "alertmanager.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [binary, f"--config.file={config_path}", f"--storage.path={tmp_path / 'alertmanager-data'}",
+             f"--web.listen-address={self.address}", "--cluster.listen-address="],
+            stdout=self._log, stderr=subprocess.STDOUT)
+        wait_for(self._ready, 30, what="alertmanager ready")
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"alertmanager exited:\n{self.log_path.read_text()}")
+        try:
+            return http_get(self.url + "/-/ready", timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self._log.close()
+
+
+class WebhookReceiver:
+    """A local HTTP server standing in for PagerDuty, Slack and the rest: records every POST as (time received,
+    path, JSON body), so a test sees what Alertmanager sent where, and when."""
+
+    def __init__(self):
+        receiver = self
+        self.posts: list[tuple[float, str, dict]] = []
+        self._lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver._lock:
+                    receiver.posts.append((time.time(), self.path, json.loads(body or b"{}")))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def received(self) -> list[tuple[float, str, dict]]:
+        with self._lock:
+            return list(self.posts)
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()

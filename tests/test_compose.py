@@ -23,7 +23,7 @@ DOCKERFILE = (ROOT / "Dockerfile").read_text()
 ENV_EXAMPLE = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
                    if line.strip() and not line.startswith("#"))
 
-PORTS = {"exporter": 9977, "prometheus": 9090, "alertmanager": 9093, "grafana": 3000}
+PORTS = {"exporter": 9977, "prometheus": 9090, "alertmanager": 9093, "grafana": 3000, "simulator": 8080}
 
 
 def interpolate(value: str, env: dict[str, str] | None = None) -> str:
@@ -155,12 +155,35 @@ def test_by_default_the_exporter_watches_the_simulator():
     assert interpolate(environment["DATABRICKS_TOKEN"]) == DEFAULT_TOKEN
 
 
+def test_the_simulator_serves_sql_that_the_exporter_reaches_and_trusts():
+    """The billing and utilization panels need SQL: the simulator's listener, reachable by its service name, on the
+    simulator's first serverless warehouse, with the CA it writes to a volume the exporter reads."""
+    from databricks_exporter.cli import _parser
+    from databricks_exporter.simulator import SimulatedWorkspace
+
+    simulator, exporter = SERVICES["simulator"], SERVICES["exporter"]
+    args = _parser().parse_args(simulator["command"])
+    assert args.sql_listen.endswith(":8443") and args.sql_hostname == "simulator" and args.seed == 1
+    ca_file = interpolate(exporter["environment"]["SSL_CERT_FILE"])
+    tls_volume = {v.split(":")[1]: v.split(":")[0] for v in simulator["volumes"]}[args.sql_tls_dir]
+    exporter_mounts = {v.split(":")[1]: v.split(":")[0] for v in exporter["volumes"]}
+    assert exporter_mounts[str(Path(ca_file).parent)] == tls_volume and Path(ca_file).name == "ca.pem"
+    # a named volume takes the ownership of the image's directory: the one the non-root user owns
+    assert args.sql_tls_dir == "/var/lib/databricks-exporter" and "chown exporter:exporter " + args.sql_tls_dir \
+        in DOCKERFILE
+    warehouse = next(w for w in SimulatedWorkspace(seed=args.seed).warehouses if w.serverless)
+    assert interpolate(exporter["environment"]["DATABRICKS_WAREHOUSE_ID"]) == warehouse.id
+
+
 def test_env_example_points_at_a_real_workspace_and_turns_the_simulator_off():
     simulator, environment = SERVICES["simulator"], SERVICES["exporter"]["environment"]
     assert interpolate(simulator["deploy"]["replicas"], ENV_EXAMPLE) == "0"
     host = interpolate(environment["DATABRICKS_HOST"], ENV_EXAMPLE)
     assert host.startswith("https://") and "simulator" not in host
     assert interpolate(environment["DATABRICKS_TOKEN"], ENV_EXAMPLE) != DEFAULT_TOKEN
+    # no simulated warehouse or simulated CA for a real workspace
+    assert interpolate(environment["DATABRICKS_WAREHOUSE_ID"], ENV_EXAMPLE) == ""
+    assert interpolate(environment["SSL_CERT_FILE"], ENV_EXAMPLE) == "/etc/ssl/certs/ca-certificates.crt"
     # An OAuth .env leaves the token empty: it must stay empty, not become the simulator's token.
     oauth = {**ENV_EXAMPLE, "DATABRICKS_TOKEN": "", "DATABRICKS_CLIENT_ID": "id", "DATABRICKS_CLIENT_SECRET": "s"}
     assert interpolate(environment["DATABRICKS_TOKEN"], oauth) == ""
@@ -229,3 +252,59 @@ def test_dockerignore_lets_through_what_the_image_copies():
         for source in args.split()[:-1]:
             assert f"!{source}" in ignore or f"!{source}/" in ignore, source
             assert (ROOT / source).exists(), source
+
+
+# --- the compose command lines, run as they are (without Docker) ------------------------------------------------
+
+@pytest.mark.integration
+def test_the_compose_simulator_and_exporter_commands_fill_the_sql_panels(tmp_path):
+    """The simulator and exporter services' commands and environment, on local ports instead of service names:
+    the exporter, with no configuration file, finds the SQL warehouse and trusts the simulator's CA, and its
+    billing and utilization collectors succeed."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import free_port, http_get, wait_for
+    from test_integration import parse, total
+
+    rest, sql, web = free_port(), free_port(), free_port()
+    local = {"0.0.0.0:8080": f"127.0.0.1:{rest}", "0.0.0.0:8443": f"127.0.0.1:{sql}", "simulator": "localhost",
+             "/var/lib/databricks-exporter": str(tmp_path)}
+    command = [local.get(arg, arg) for arg in SERVICES["simulator"]["command"]]
+    environment = {k: interpolate(v) for k, v in SERVICES["exporter"]["environment"].items()}
+    environment.update(DATABRICKS_HOST=f"http://127.0.0.1:{rest}",
+                       SSL_CERT_FILE=str(tmp_path / Path(environment["SSL_CERT_FILE"]).name))
+    exporter_command = SERVICES["exporter"]["command"]
+    exporter_command = exporter_command[:exporter_command.index("--state.file") + 1] + [
+        str(tmp_path / "state.json"), "--web.listen-address", f"127.0.0.1:{web}"]
+    env = {**os.environ, **environment}
+    env.pop("DATABRICKS_CONFIG_PROFILE", None)
+    processes = []
+    try:
+        processes.append(subprocess.Popen([sys.executable, "-m", "databricks_exporter", *command],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_for(lambda: (tmp_path / "ca.pem").exists() and _answers(f"http://127.0.0.1:{rest}"), 30,
+                 what="the simulator and its CA")
+        log = open(tmp_path / "exporter.log", "wb")
+        processes.append(subprocess.Popen([sys.executable, "-m", "databricks_exporter", *exporter_command], env=env,
+                                          stdout=log, stderr=subprocess.STDOUT))
+        wait_for(lambda: _answers(f"http://127.0.0.1:{web}/readyz"), 90, what="the exporter's first cycles")
+        samples = parse(http_get(f"http://127.0.0.1:{web}/metrics")[2].decode())
+        for collector in ("billing", "utilization"):
+            assert total(samples, "databricks_exporter_collector_up", collector=collector) == 1, \
+                (tmp_path / "exporter.log").read_text()[-3000:]
+        assert total(samples, "databricks_billing_cost") > 0
+        assert total(samples, "databricks_cluster_cpu_utilization_ratio") > 0
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+            process.wait(10)
+
+
+def _answers(url: str) -> bool:
+    from conftest import http_get
+    try:
+        return http_get(url, timeout=2)[0] < 500
+    except OSError:
+        return False

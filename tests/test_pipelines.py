@@ -54,7 +54,7 @@ class FakePipelinesApi:
 
     def get(self, pipeline_id):
         self.calls.append(("get", pipeline_id))
-        return SimpleNamespace(spec=SimpleNamespace(continuous=True, serverless=False))
+        return SimpleNamespace(spec=SimpleNamespace(continuous=True, serverless=False, development=False))
 
     def list_updates(self, pipeline_id, max_results=None):
         self.calls.append(("list_updates", pipeline_id))
@@ -152,7 +152,8 @@ def test_event_log_counted_once_with_causes_gauges_and_no_rereads():
     assert value("databricks_pipeline_executors") == 4
     assert value("databricks_pipeline_task_slot_utilization_ratio") == 0.75
     assert value("databricks_pipeline_events_total", level="ERROR") == 3
-    assert value("databricks_pipeline_info", pipeline_name="orders", continuous="true", serverless="false") == 1
+    assert value("databricks_pipeline_info", pipeline_name="orders", continuous="true", serverless="false",
+                 development="false") == 1
 
     # u1 ends; its cause is the one its create_update event gave, before the window.
     api.add(since + 10_000, "update_progress", {"state": "COMPLETED"}, update_id="u1")
@@ -278,6 +279,7 @@ def test_every_pipeline_metric_has_values_and_the_event_log_is_read_as_the_api_a
         spec = w.pipelines.get(pipeline_id).spec
         assert labels["continuous"] == str(bool(spec.continuous)).lower()
         assert labels["serverless"] == str(bool(spec.serverless)).lower()
+        assert labels["development"] == str(bool(spec.development)).lower()
         assert labels["pipeline_name"] == listed[pipeline_id].name
     assert total(samples, "databricks_pipeline_state") == len(listed)
     assert total(samples, "databricks_pipeline_updates_total", state="FAILED") > 0

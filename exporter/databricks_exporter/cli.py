@@ -132,6 +132,14 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT")
     sim.add_argument("--seed", type=int, default=1)
     sim.add_argument("--token", default=None, help="the PAT the simulator accepts (default: a fixed demo token)")
+    sim.add_argument("--sql.listen", dest="sql_listen", metavar="HOST:PORT",
+                     help="also serve SQL (system tables, for the billing and utilization collectors) over HTTPS here")
+    sim.add_argument("--sql.hostname", dest="sql_hostname", metavar="NAME",
+                     help="the name clients reach the SQL listener by, advertised in the warehouses' odbc_params "
+                          "and in its certificate (default: the address of --listen)")
+    sim.add_argument("--sql.tls-dir", dest="sql_tls_dir", metavar="DIR",
+                     help="where to write the SQL listener's throwaway CA (ca.pem) and certificate, for clients to "
+                          "trust (default: a temporary directory)")
     demo = commands.add_parser("demo", help="run the simulated workspace and the exporter together")
     exporter_flags(demo)
     demo.add_argument("--sim.listen", dest="sim_listen", default="127.0.0.1:8080", metavar="HOST:PORT")
@@ -306,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         from .simulator.server import run
 
         logs.setup("info", "text")
-        run(args.listen, args.seed, args.token)
+        run(args.listen, args.seed, args.token, args.sql_listen, args.sql_hostname, args.sql_tls_dir)
         return 0
     try:
         if args.command == "demo":

@@ -300,7 +300,9 @@ def load(path: str | None, collector_specs: dict[str, Any], sink_specs: dict[str
     entries = top.data.get("workspaces")
     top.used.add("workspaces")
     if entries is None:
-        entries = [{}]
+        # The one workspace of the environment: DATABRICKS_HOST and its credential, and its SQL warehouse.
+        warehouse = os.environ.get("DATABRICKS_WAREHOUSE_ID")
+        entries = [{"warehouse_id": warehouse} if warehouse else {}]
     if not isinstance(entries, list) or not entries:
         raise top.error("expected a non-empty list of workspaces", "workspaces")
     names = set()

@@ -176,8 +176,9 @@ _PL = dict(collector="pipelines", source="GET /api/2.0/pipelines")
 _PLE = dict(collector="pipelines", source="GET /api/2.0/pipelines/{id}/events")
 PIPELINE_INFO = define(
     "databricks_pipeline_info", GAUGE,
-    "A pipeline; always 1. continuous and serverless are true or false, from the pipeline's spec.",
-    WS + ("pipeline_id", "pipeline_name", "continuous", "serverless"), collector="pipelines",
+    "A pipeline; always 1. continuous, serverless and development (development mode) are true or false, from "
+    "the pipeline's spec.",
+    WS + ("pipeline_id", "pipeline_name", "continuous", "serverless", "development"), collector="pipelines",
     source="GET /api/2.0/pipelines, GET /api/2.0/pipelines/{id}")
 PIPELINE_STATE = define(
     "databricks_pipeline_state", GAUGE,

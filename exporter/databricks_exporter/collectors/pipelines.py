@@ -164,7 +164,8 @@ class PipelinesCollector(Collector):
             return None
         spec = pipeline.spec
         facts = {"continuous": str(bool(spec and spec.continuous)).lower(),
-                 "serverless": str(bool(spec and spec.serverless)).lower()}
+                 "serverless": str(bool(spec and spec.serverless)).lower(),
+                 "development": str(bool(spec and spec.development)).lower()}
         self._specs[pipeline_id] = (time.monotonic(), facts)
         return facts
 
@@ -343,7 +344,7 @@ class PipelinesCollector(Collector):
     def _emit_pipeline(self, cycle: Cycle, pipeline_id: str, status: dict, spec: dict, entry: dict) -> None:
         pipeline_state = enum_name(status.get("state")) or "UNKNOWN"
         cycle.gauge(m.PIPELINE_INFO, 1, pipeline_id=pipeline_id, pipeline_name=status.get("name") or "",
-                    continuous=spec["continuous"], serverless=spec["serverless"])
+                    continuous=spec["continuous"], serverless=spec["serverless"], development=spec["development"])
         cycle.gauge(m.PIPELINE_STATE, 1, pipeline_id=pipeline_id, state=pipeline_state)
         health = enum_name(status.get("health"))
         if health:

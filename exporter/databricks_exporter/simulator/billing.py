@@ -269,6 +269,8 @@ class BillingModel:
 
     def advance(self, now_ms: int) -> None:
         """Generate the records of every hour that ended by now_ms (visible or not) and account them in the truth."""
+        for billable, start, end, quantity, visible in self.ws.scenarios.apply("billing", now_ms, [], self):
+            self._add_record(billable, start, end, quantity, visible)
         target = now_ms // HOUR_MS * HOUR_MS
         if target <= self.generated_until_ms:
             return
@@ -314,6 +316,12 @@ class BillingModel:
         for (_, day, price), (billable, quantity, visible, restated) in sums.items():
             self._account(billable, day, quantity, price, visible, restated)
         self._undrained.extend(rows)
+
+    def _add_record(self, billable: Billable, start: int, end: int, quantity: Decimal, visible: int) -> None:
+        """One extra ORIGINAL record (an incident scenario's), in the tables and in the truth."""
+        self._undrained.append(UsageRow(_uuid(self.ws.seed, billable.key, start, end), billable, start, end, quantity,
+                                        "ORIGINAL", visible))
+        self._account(billable, start // DAY_MS, quantity, self.price_at(billable.sku, start), visible, False)
 
     def _records(self, billable: Billable, hour: int, quantity: Decimal) -> list[UsageRow]:
         end = hour + HOUR_MS

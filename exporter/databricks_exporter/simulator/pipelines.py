@@ -277,11 +277,15 @@ class SimPipeline:
         self.surge_until_ms = ws.world_start_ms + rng.randint(3 * HOUR_MS, 5 * HOUR_MS)
         self.backlog = rng.uniform(0.3, 0.8) * 3600 * self.capacity   # already lagging when history begins
         self.flow_last_ms = [0] * len(spec.flows)
+        # When the update (triggered) or chunk (continuous) being generated starts: scenarios decide by it, not by
+        # the time of each event, so whether an update was generated before or after a scenario began cannot matter.
+        self.generating_ms = self.next_ms
 
     # -- generation
 
     def extend(self, until_ms: int) -> None:
         while self.next_ms <= until_ms:
+            self.generating_ms = self.next_ms
             if self.spec.continuous:
                 self._continuous_chunk()
             else:
@@ -408,7 +412,9 @@ class SimPipeline:
             if exp.action == "fail":
                 failed = 1 + _randint(rng, 0, 3) if status == "FAILED" else 0
             else:
-                failed = int(round(records_in * self._fail_rate(exp, at) * rng.uniform(0.6, 1.4)))
+                rate = self.ws.scenarios.apply("expectation_fail_rate", self.generating_ms, self._fail_rate(exp, at),
+                                               self, exp)
+                failed = int(round(records_in * rate * rng.uniform(0.6, 1.4)))
             failed_by.append((exp, min(failed, records_in)))
         dropped = min(records_in, sum(n for exp, n in failed_by if exp.action == "drop"))
         metrics: dict = {"num_output_rows": records_in - dropped if status != "FAILED" else 0}
@@ -417,6 +423,7 @@ class SimPipeline:
             metrics["num_deleted_rows"] = _randint(rng, 0, max(1, records_in // 50))
         if flow.streaming:
             metrics.update(self._backlog_metrics(flow, rng))
+            metrics = self.ws.scenarios.apply("flow_metrics", self.generating_ms, metrics, self, flow, at)
         metrics["executor_time_ms"] = int(seconds * 1000 * rng.uniform(0.5, 3))
         details: dict = {"flow_progress": {"status": status, "metrics": metrics}}
         if flow.expectations and (status != "FAILED" or error is EXPECTATION_ERROR):

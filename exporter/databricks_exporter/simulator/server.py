@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import ipaddress
 import json
 import logging
 import re
@@ -137,9 +138,12 @@ class SimulatorServer:
                  workspace: SimulatedWorkspace | None = None, *, client_id: str = DEFAULT_CLIENT_ID,
                  client_secret: str = DEFAULT_CLIENT_SECRET, sql_port: int | None = None,
                  tls_cert: str | None = None, tls_key: str | None = None, sql_options: dict | None = None,
+                 sql_host: str | None = None, sql_hostname: str | None = None, tls_dir: str | None = None,
                  **workspace_kwargs):
-        """sql_port (0 = any free port) or tls_cert/tls_key add the HTTPS listener for SQL (Thrift); without a
-        certificate a throwaway CA and certificate are made, and .tls_ca_file names the CA to trust."""
+        """sql_port (0 = any free port) or tls_cert/tls_key add the HTTPS listener for SQL (Thrift), bound to sql_host
+        (default: host). Warehouses advertise it as sql_hostname (default: the REST API's address), the name clients
+        reach it by. Without a certificate a throwaway CA and certificate for that name are made (in tls_dir, or a
+        temporary directory), and .tls_ca_file names the CA to trust."""
         self.workspace = workspace if workspace is not None else SimulatedWorkspace(seed=seed, **workspace_kwargs)
         self.token = token
         self.client_id = client_id
@@ -164,19 +168,24 @@ class SimulatorServer:
         self.tls_ca_file: str | None = None
         self._thrift = None
         if sql_port is not None or tls_cert:
-            self._start_sql_listener(host, sql_port or 0, tls_cert, tls_key, public_host)
+            self._start_sql_listener(sql_host or host, sql_port or 0, tls_cert, tls_key, sql_hostname or public_host,
+                                     tls_dir)
         self.faults = FaultPlan()
         self.routes = self._routes()
 
-    def _start_sql_listener(self, host: str, port: int, cert: str | None, key: str | None, public_host: str) -> None:
+    def _start_sql_listener(self, host: str, port: int, cert: str | None, key: str | None, public_host: str,
+                            tls_dir: str | None = None) -> None:
         from .thrift import ThriftServer
 
         if not cert:
             import tempfile
 
             from .tls import make_certificates
-            self._tls_dir = tempfile.TemporaryDirectory(prefix="databricks-simulator-tls-")
-            files = make_certificates(self._tls_dir.name)
+            if tls_dir is None:
+                self._tls_dir = tempfile.TemporaryDirectory(prefix="databricks-simulator-tls-")
+                tls_dir = self._tls_dir.name
+            names = tuple(dict.fromkeys(n for n in ("localhost", public_host) if not _is_address(n)))
+            files = make_certificates(tls_dir, hostnames=names)
             cert, key, self.tls_ca_file = files.cert_file, files.key_file, files.ca_file
         self._thrift = ThriftServer(self.sql, host, port, cert, key, self._sql_principal)
         self.sql_hostname, self.sql_port = public_host, self._thrift.port
@@ -261,6 +270,14 @@ class SimulatorServer:
             route("DELETE", "/simulator/faults", self._faults_clear, authenticated=False),
             route("GET", "/simulator/faults", lambda request: Response(200, self.faults.describe()),
                   authenticated=False),
+            # Incident scenarios (simulator/scenarios.py).
+            route("GET", "/simulator/scenarios", lambda request: Response(200, self.workspace.scenarios.describe()),
+                  authenticated=False),
+            route("DELETE", "/simulator/scenarios", self._scenarios_stop, authenticated=False),
+            route("POST", "/simulator/scenarios/{name}", self._scenario_start, authenticated=False,
+                  pattern=r"/simulator/scenarios/(?P<name>[^/]+)"),
+            route("DELETE", "/simulator/scenarios/{name}", self._scenarios_stop, authenticated=False,
+                  pattern=r"/simulator/scenarios/(?P<name>[^/]+)"),
         ]
 
     def dispatch(self, handler: BaseHTTPRequestHandler, method: str) -> None:
@@ -361,6 +378,14 @@ class SimulatorServer:
     def _faults_clear(self, request: Request) -> Response:
         self.faults.clear()
         return Response(200, self.faults.describe())
+
+    def _scenario_start(self, request: Request) -> Response:
+        window = self.workspace.scenarios.start(request.params["name"])
+        return Response(200, {"name": window.name, "active": True, **window.to_json()})
+
+    def _scenarios_stop(self, request: Request) -> Response:
+        ended = self.workspace.scenarios.stop(request.params.get("name"))
+        return Response(200, {"ended": [{"name": w.name, **w.to_json()} for w in ended]})
 
     @staticmethod
     def _send(handler: BaseHTTPRequestHandler, response: Response) -> None:
@@ -626,6 +651,14 @@ class SimulatorServer:
             return dict(self._stats)
 
 
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
 def _parse_listen(listen: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
     if not sep:
@@ -637,10 +670,16 @@ def _parse_listen(listen: str) -> tuple[str, int]:
         raise ValueError(f"--listen must be HOST:PORT, got {listen!r}") from None
 
 
-def run(listen: str = "127.0.0.1:8080", seed: int = 1, token: str | None = None) -> None:
-    """Serve the simulated workspace until SIGINT/SIGTERM, after printing how to connect to it."""
+def run(listen: str = "127.0.0.1:8080", seed: int = 1, token: str | None = None, sql_listen: str | None = None,
+        sql_hostname: str | None = None, tls_dir: str | None = None) -> None:
+    """Serve the simulated workspace until SIGINT/SIGTERM, after printing how to connect to it. sql_listen
+    (HOST:PORT) adds the HTTPS SQL listener the system-table collectors query."""
     host, port = _parse_listen(listen)
-    server = SimulatorServer(host=host, port=port, seed=seed, token=token or DEFAULT_TOKEN)
+    sql = {}
+    if sql_listen:
+        sql_host, sql_port = _parse_listen(sql_listen)
+        sql = {"sql_host": sql_host, "sql_port": sql_port, "sql_hostname": sql_hostname, "tls_dir": tls_dir}
+    server = SimulatorServer(host=host, port=port, seed=seed, token=token or DEFAULT_TOKEN, **sql)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -649,6 +688,10 @@ def run(listen: str = "127.0.0.1:8080", seed: int = 1, token: str | None = None)
     print(f"DATABRICKS_TOKEN={server.token}", flush=True)
     print(f"DATABRICKS_CLIENT_ID={server.client_id}", flush=True)
     print(f"DATABRICKS_CLIENT_SECRET={server.client_secret}", flush=True)
+    if server.sql_port is not None:
+        warehouse = next(w.id for w in server.workspace.warehouses if w.serverless)
+        print(f"DATABRICKS_WAREHOUSE_ID={warehouse}", flush=True)
+        print(f"SQL: https://{server.sql_hostname}:{server.sql_port} (trust the CA in {server.tls_ca_file})", flush=True)
     try:
         while not stop.wait(0.5):
             pass

@@ -898,6 +898,7 @@ class Job:
             outcome = "TIMEDOUT" if self.timeout_seconds and rng.random() < 0.15 else "FAILED"
         else:
             outcome = "SUCCESS"
+        outcome = self.ws.scenarios.apply("job_outcome", run.start_ms, outcome, self)
         launch = _randint(rng, *self.launch_range_s) * SECOND_MS
         fail_kind, fail_index, recovered_index = None, None, None
         if outcome == "FAILED":
@@ -1338,6 +1339,8 @@ class SimulatedWorkspace:
         # Pipelines generate lazily when their API is used (see pipelines.py); imported here to avoid a cycle.
         from .pipelines import PipelineSet
         self.pipelines = PipelineSet(self, n_pipelines)
+        from .scenarios import ScenarioSet
+        self.scenarios = ScenarioSet(self)
 
         # Global run index sorted by (start_time, run_id); runs are appended in that order as time advances.
         self._runs: list[Run] = []
