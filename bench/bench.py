@@ -160,7 +160,7 @@ def hammer(url: str, clients: int, seconds: float, paced: bool = False, pid: int
     results = context.Queue()
     procs = max(1, min(5, clients // 10))
     shares = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
-    started, server_cpu = time.monotonic(), cpu_seconds(pid) if pid else 0.0
+    server_cpu = cpu_seconds(pid) if pid else 0.0
     workers = [context.Process(target=_scrape_process, args=(url, share, seconds, paced, results)) for share in shares]
     for worker in workers:
         worker.start()
@@ -171,11 +171,10 @@ def hammer(url: str, clients: int, seconds: float, paced: bool = False, pid: int
         errors += failed
     for worker in workers:
         worker.join()
-    elapsed = time.monotonic() - started
     server_cpu = cpu_seconds(pid) - server_cpu if pid else math.nan
     latencies.sort()
     pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else math.nan
-    return {"requests": len(latencies), "errors": errors, "per_second": len(latencies) / elapsed,
+    return {"requests": len(latencies), "errors": errors, "per_second": len(latencies) / seconds,
             "p50_ms": pick(0.50), "p99_ms": pick(0.99), "max_ms": latencies[-1] * 1000 if latencies else math.nan,
             "server_cpu_us": server_cpu / max(len(latencies), 1) * 1e6}
 
@@ -279,10 +278,11 @@ def scrape_part(args, work: Path, exporter_url: str | None = None, exporter_pid:
     finally:
         baseline.terminate()
         baseline.wait(30)
-    print(f"\n{args.scrapers} concurrent scrapers, {args.scrape_seconds:.0f} s each, keep-alive, Accept-Encoding: gzip:")
+    print(f"\n{args.scrapers} concurrent scrapers, {args.scrape_seconds:.0f} s each, keep-alive, "
+          "Accept-Encoding: gzip:")
     for name, r in rows:
         print(f"  {name:<44} p50 {r['p50_ms']:9.1f} ms  p99 {r['p99_ms']:9.1f} ms  max {r['max_ms']:9.1f} ms  "
-              f"{r['per_second']:8.1f} req/s  server CPU {r['server_cpu_us']:9.0f} us/scrape  "
+              f"{r['per_second']:8.1f} req/s  server CPU (all its threads) {r['server_cpu_us']:7.0f} us/scrape  "
               f"({r['requests']} requests, {r['errors']} errors)")
     ours = {name: r for name, r in rows}
     for shape in ("back to back", "all at once each 1 s"):
@@ -367,9 +367,10 @@ def report_requests(snapshots: list[tuple[float, str]], log_path: Path, window_s
           "pipeline whose counters moved (between snapshots)")
     print(f"  {'collector':<12} {'requests/min':>13} {'minimum/min':>12} {'ratio':>6}")
     measured_total = minimum_total = 0.0
+    owner = {endpoint: next((c for prefix, c in ENDPOINT_COLLECTORS if endpoint.startswith(prefix)), "")
+             for endpoint in per_minute}
     for collector in INTERVALS:
-        measured = sum(v for endpoint, v in per_minute.items()
-                       if next((c for prefix, c in ENDPOINT_COLLECTORS if endpoint.startswith(prefix)), "") == collector)
+        measured = sum(v for endpoint, v in per_minute.items() if owner[endpoint] == collector)
         measured_total += measured
         minimum_total += minimum[collector]
         ratio = measured / minimum[collector] if minimum[collector] else math.nan
