@@ -10,7 +10,6 @@ import math
 from decimal import Decimal
 from types import SimpleNamespace
 
-import pytest
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

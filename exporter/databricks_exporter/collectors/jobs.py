@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+from collections import deque
 
 from databricks.sdk.errors import NotFound
 
@@ -17,6 +18,7 @@ TERMINAL_LIFE_CYCLES = {"TERMINATED", "SKIPPED", "INTERNAL_ERROR"}
 FAILED_RESULTS = {"FAILED", "TIMEDOUT", "INTERNAL_ERROR"}
 ACTIVE_STATES = ("QUEUED", "PENDING", "RUNNING", "TERMINATING", "BLOCKED", "WAITING")
 RUNS_PAGE = 25                  # runs/list's largest page
+FINISH_HISTORY = 5              # cycles of finished runs' ages that predict the next cycle's
 
 
 def run_result(run: dict) -> str:
@@ -62,19 +64,19 @@ def retries(run: dict) -> int:
 
 
 def listing_start(watermark: float, now: float, rate: float, pending_starts: list[float],
-                  finished_ages: list[float]) -> float:
+                  finished_ages: list[float], cycles: int = 1) -> float:
     """Where a cycle's listing of runs begins: at the watermark, or further back when the pages in between cost
     fewer requests than they save. A run that started in the extra stretch and is still active costs nothing more
     (otherwise the active-runs list would carry it); one that finished since the last cycle is learned from the
     listing for 1/25 of a request instead of one runs/get; one finished and counted long ago costs 1/25 for nothing.
-    Which followed runs finish now is predicted from the ages at which followed runs finished in the last cycle;
-    `rate` is runs started per ms, pending_starts the start times of the runs followed."""
+    Which followed runs finish now is predicted from the ages at which followed runs finished in the last `cycles`
+    cycles; `rate` is runs started per ms, pending_starts the start times of the runs followed."""
     base = now - watermark
     pending_ages = sorted(now - start for start in pending_starts)
     best, best_cost = base, 0.0
     for finished, age in enumerate(sorted(a for a in finished_ages if a > base), start=1):
         followed = bisect.bisect_right(pending_ages, age) - bisect.bisect_right(pending_ages, base)
-        cost = (rate * (age - base) - followed) / RUNS_PAGE - finished * (RUNS_PAGE - 1) / RUNS_PAGE
+        cost = (rate * (age - base) - followed) / RUNS_PAGE - finished / cycles * (RUNS_PAGE - 1) / RUNS_PAGE
         if cost < best_cost:
             best, best_cost = age, cost
     return now - best
@@ -107,9 +109,9 @@ class JobsCollector(Collector):
         self._jobs: list[dict] = []
         self._jobs_listed_at = -float("inf")
         # What listing_start predicts from: runs started per ms, and the ages (ms) at which the runs followed
-        # finished last cycle. In memory only: after a restart the first cycle lists from the watermark.
+        # finished in the last few cycles. In memory only: after a restart the first cycle lists from the watermark.
         self._run_rate = 0.0
-        self._finished_ages: list[float] = []
+        self._finished_ages: deque[list[float]] = deque(maxlen=FINISH_HISTORY)
 
     def check(self) -> str:
         jobs = list(self._iter_jobs(limit=1, first_page_only=True))
@@ -146,7 +148,8 @@ class JobsCollector(Collector):
         # Runs started from `start` on are all listed, finished or not; the active ones that started before it
         # come from the active-runs list, and the runs followed that are in neither have finished: one get each.
         start = int(listing_start(cursor.watermark, now_ms, self._run_rate, list(pending.values()),
-                                  self._finished_ages))
+                                  [age for ages in self._finished_ages for age in ages],
+                                  max(1, len(self._finished_ages))))
         newest, listed = cursor.watermark, 0
         for run in self._list_runs(start_time_from=start, expand_tasks=True):
             with cycle.item("run"):
@@ -185,7 +188,7 @@ class JobsCollector(Collector):
                     complete(run)
                 else:
                     active[run_id] = (str(run.get("job_id", "")), active_state(run))
-        self._finished_ages = finished_ages
+        self._finished_ages.append(finished_ages)
 
         cursor.advance(newest - self.settings.options["listing_margin"] * 1000)
 
