@@ -28,6 +28,17 @@ def test_defaults_need_only_the_environment(monkeypatch):
     assert settings.lookback == 3600
 
 
+def test_the_environment_names_the_sql_warehouse(monkeypatch):
+    monkeypatch.setenv("DATABRICKS_HOST", "https://adb-1.azuredatabricks.net")
+    monkeypatch.delenv("DATABRICKS_WAREHOUSE_ID", raising=False)
+    assert load(None, COLLECTORS).workspaces[0].warehouse_id is None
+    monkeypatch.setenv("DATABRICKS_WAREHOUSE_ID", "1a2b3c4d5e6f7a8b")
+    assert load(None, COLLECTORS).workspaces[0].warehouse_id == "1a2b3c4d5e6f7a8b"
+    monkeypatch.setenv("DATABRICKS_WAREHOUSE_ID", "not a warehouse")
+    with pytest.raises(ConfigError, match="^DATABRICKS_WAREHOUSE_ID: expected a SQL warehouse id"):
+        load(None, COLLECTORS)
+
+
 def test_no_host_anywhere_is_an_error():
     with pytest.raises(ConfigError, match="DATABRICKS_HOST"):
         load(None, COLLECTORS)

@@ -301,8 +301,13 @@ def load(path: str | None, collector_specs: dict[str, Any], sink_specs: dict[str
     top.used.add("workspaces")
     if entries is None:
         # The one workspace of the environment: DATABRICKS_HOST and its credential, and its SQL warehouse.
+        entries = [{}]
         warehouse = os.environ.get("DATABRICKS_WAREHOUSE_ID")
-        entries = [{"warehouse_id": warehouse} if warehouse else {}]
+        if warehouse:
+            try:
+                entries = [{"warehouse_id": _warehouse_id(warehouse)}]
+            except ValueError as exc:
+                raise ConfigError(f"DATABRICKS_WAREHOUSE_ID: {exc}") from None
     if not isinstance(entries, list) or not entries:
         raise top.error("expected a non-empty list of workspaces", "workspaces")
     names = set()
