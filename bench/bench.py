@@ -288,8 +288,9 @@ def scrape_part(args, work: Path, exporter_url: str | None = None, exporter_pid:
     for shape in ("back to back", "all at once each 1 s"):
         a, b = ours[f"databricks-exporter, {shape}"], ours[f"generate_latest, {shape}"]
         print(f"  {shape}: p99 {a['p99_ms']:.1f} ms (target <= 10 ms); {b['p99_ms'] / a['p99_ms']:.0f}x faster at p99 "
-              f"and {a['per_second'] / max(b['per_second'], 1e-9):.0f}x the throughput of generate_latest "
-              f"(target >= 10x)")
+              f"than generate_latest (target >= 10x)" + (
+                  f", {a['per_second'] / max(b['per_second'], 1e-9):.0f}x its throughput" if shape == "back to back"
+                  else ""))
 
 
 # --- API requests against the minimum ----------------------------------------------------------------------------
@@ -325,12 +326,17 @@ def report_requests(snapshots: list[tuple[float, str]], log_path: Path, window_s
         print(f"    {endpoint:<44} {per_minute[endpoint]:8.1f}")
 
     # What changed between consecutive snapshots (taken every SNAPSHOT_SECONDS, the clusters' interval).
-    def moved(name: str, key: str) -> float:
-        """(entity, snapshot interval) pairs in which the entity's counters grew, per minute."""
+    def moved(names: list[str], key: str) -> float:
+        """(entity, snapshot interval) pairs in which any of the entity's counters grew, per minute. Circular by
+        design: counters grow only when the events were read, so this counts the reads that found something, and
+        a read that found nothing shows as a request above the minimum."""
         pairs = 0
         for (_, a), (_, b) in zip(snapshots, snapshots[1:]):
-            old, new = by_label(a, name, key), by_label(b, name, key)
-            pairs += sum(1 for entity, value in new.items() if value > old.get(entity, 0) and entity != "_other")
+            grew = set()
+            for name in names:
+                old, new = by_label(a, name, key), by_label(b, name, key)
+                grew.update(entity for entity, value in new.items() if value > old.get(entity, 0))
+            pairs += len(grew - {"_other"})
         return pairs / minutes
 
     def mean_gauge(name: str) -> float:
@@ -344,14 +350,14 @@ def report_requests(snapshots: list[tuple[float, str]], log_path: Path, window_s
     queries = (total(last, "databricks_queries_total") - total(first, "databricks_queries_total")) / minutes
     pipeline_counters = sorted({line.split("{")[0] for line in last.splitlines()
                                 if line.startswith("databricks_pipeline_") and "_total{" in line})
-    pipelines_moving = sum(moved(name, "pipeline_id") for name in pipeline_counters[:1]) if pipeline_counters else 0.0
+    pipelines_moving = moved(pipeline_counters, "pipeline_id")
     cpm = {name: 60 / interval for name, interval in INTERVALS.items()}        # cycles per minute
     pages = lambda items, size: math.ceil(items / size) if items > 0 else 0
     minimum = {   # per minute
         "jobs": pages(args.jobs, 100) * 60 / 300 + cpm["jobs"] * (pages(completed_runs / cpm["jobs"], 25)
                                                                    + pages(active_runs, 25)),
         "clusters": cpm["clusters"] * pages(clusters, 100) + terminations
-        + moved("databricks_cluster_events_total", "cluster_id"),
+        + moved(["databricks_cluster_events_total"], "cluster_id"),
         "warehouses": cpm["warehouses"],
         "queries": cpm["queries"] * max(1, pages(queries / cpm["queries"], 500)),
         "pipelines": cpm["pipelines"] * pages(args.pipelines, 100) + args.pipelines * 60 / 900 + pipelines_moving,

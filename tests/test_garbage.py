@@ -246,15 +246,19 @@ def test_malformed_sql_rows_are_skipped_once_each_and_the_good_ones_count():
                   "query_end_time_ms": NOW * 1000 - 1000, "warehouse_id": "w1", "statement_type": "SELECT",
                   "metrics": {"read_bytes": 100}}
     bad_query = {"query_id": "q2", "status": "FINISHED", "query_start_time_ms": "soon", "warehouse_id": "w1"}
+    # One NaN would stick to the counter for good.
+    nan_query = {**good_query, "query_id": "q3", "metrics": {"read_bytes": Decimal("NaN")}}
     client = SimpleNamespace(query_history=SimpleNamespace(list=lambda **kw: SimpleNamespace(
-        res=[Obj(good_query), Obj(bad_query)], next_page_token=None, has_next_page=False)))
+        res=[Obj(good_query), Obj(bad_query), Obj(nan_query)], next_page_token=None, has_next_page=False)))
     from databricks_exporter.collectors.queries import QueriesCollector
     queries = QueriesCollector(SimpleNamespace(client=client), settings_for(
         "queries", listing_margin=60.0, max_query_duration=7200.0), 3600, lambda: NOW)
     store = MetricStore()
     cycle = run_cycle(queries, store)
-    assert cycle.malformed == 1 and cycle.first_malformed.startswith("query: ValueError"), cycle.first_malformed
+    assert cycle.malformed == 2 and cycle.first_malformed.startswith("query: ValueError"), cycle.first_malformed
     assert store.value("databricks_query_read_bytes_total", workspace_id="1", warehouse_id="w1") == 100
+    assert store.value("databricks_queries_total", workspace_id="1", warehouse_id="w1", status="FINISHED",
+                       statement_type="SELECT") == 1
 
     day = dt.date.fromtimestamp(NOW)
     billing_rows = [{"workspace_id": "1", "usage_date": day, "sku_name": "JOBS", "billing_origin_product": "JOBS",

@@ -126,13 +126,15 @@ class Cycle:
 
     def inc(self, metric: m.Metric, amount: float = 1.0, **labels: Any) -> None:
         assert metric.type == m.COUNTER, metric.name
-        if not amount >= 0:        # NaN too: one NaN would poison the counter for good
-            raise ValueError(f"{metric.name}: counters only go up, got {amount}")
+        if not 0 <= amount < math.inf:      # NaN fails too: one NaN would stick to the counter for good
+            raise ValueError(f"{metric.name}: counters only go up by finite amounts, got {amount}")
         if amount:
             self.increments.append((metric, self._labels(metric, labels), float(amount)))
 
     def observe(self, metric: m.Metric, value: float, **labels: Any) -> None:
         assert metric.type == m.HISTOGRAM, metric.name
+        if not math.isfinite(value):
+            raise ValueError(f"{metric.name}: cannot observe {value}")
         self.observations.append((metric, self._labels(metric, labels), float(value)))
 
     def keep_only(self, metric: m.Metric, keep: Callable[[dict[str, str]], bool]) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import fnmatch
-import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from .. import metrics as m
 from ..sources.sql import literal
 from ..store import Cycle
 from .base import register
-from .system_tables import SystemTableCollector, sql_date, utc
+from .system_tables import SystemTableCollector, finite, sql_date, utc
 
 FORECAST_DAYS = 7            # closed days whose average daily cost projects the rest of the month
 TAG_KEY = re.compile(r"^[^\x00-\x1f]{1,255}$")
@@ -262,7 +261,7 @@ class BillingCollector(SystemTableCollector):
         with cycle.item("billing row"):
             latest_end = utc(latest[0].get("latest_end_time")) if latest else None
             if latest_end is not None:
-                state["latest_usage_end"] = _finite(latest_end.timestamp())
+                state["latest_usage_end"] = finite(latest_end.timestamp())
         if state.get("latest_usage_end"):
             # Kept across cycles: a feed that stalls for more than a week still shows when it stopped.
             cycle.gauge(m.BILLING_LATEST, state["latest_usage_end"])
@@ -296,7 +295,7 @@ class BillingCollector(SystemTableCollector):
         currency = row.get("currency_code")
         if currency is not None and not isinstance(currency, str):
             raise TypeError(f"currency_code is not a string: {currency!r}")
-        list_cost = None if row.get("list_cost") is None or currency is None else _finite(row["list_cost"])
+        list_cost = None if row.get("list_cost") is None or currency is None else finite(row["list_cost"])
         line = Line(
             workspace_id=str(row.get("workspace_id") or ""), day=day, sku=_text(row.get("sku_name")),
             product=_text(row.get("billing_origin_product")), unit=_text(row.get("usage_unit")),
@@ -304,7 +303,7 @@ class BillingCollector(SystemTableCollector):
             warehouse_id=str(row.get("warehouse_id") or ""), pipeline_id=str(row.get("pipeline_id") or ""),
             tags={key: _text(row.get(f"tag_{i}")) for i, key in enumerate(self.query_tag_keys)
                   if row.get(f"tag_{i}") is not None},
-            usage=_finite(row.get("usage_quantity") or 0), list_cost=list_cost)
+            usage=finite(row.get("usage_quantity") or 0), list_cost=list_cost)
         if list_cost is not None:
             line.cost = list_cost * (1 - self.discount_for(line.sku))
         return line
@@ -330,14 +329,6 @@ class BillingCollector(SystemTableCollector):
             closed_month = sum(line.cost for line in priced if month_start <= line.day < today)
             out[currency] = closed_month + rate * (days_in_month - today.day + 1)
         return out
-
-
-def _finite(value: Any) -> float:
-    """A number from a result row (DECIMAL arrives as Decimal or text); NaN and infinities are malformed."""
-    number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(f"not a finite number: {value!r}")
-    return number
 
 
 def _text(value: Any) -> str:

@@ -3,7 +3,6 @@ from system.compute.node_timeline's per-minute rows."""
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 from databricks.sdk.service.compute import ListClustersFilterBy, State
@@ -12,7 +11,7 @@ from .. import metrics as m
 from ..sources.sql import literal
 from ..store import OTHER, Cycle
 from .base import register
-from .system_tables import SystemTableCollector, sql_timestamp, utc
+from .system_tables import SystemTableCollector, finite, sql_timestamp, utc
 
 RUNNING_STATES = [State.RUNNING, State.RESIZING]
 
@@ -127,8 +126,8 @@ def _amount(value, none_ok: bool = False) -> float | None:
     """Bytes: finite and not negative; a missing network figure counts as 0."""
     if value is None:
         return None if none_ok else 0.0
-    number = float(value)
-    if not math.isfinite(number) or number < 0:
+    number = finite(value)
+    if number < 0:
         raise ValueError(f"not an amount of bytes: {value!r}")
     return number
 
@@ -136,7 +135,4 @@ def _amount(value, none_ok: bool = False) -> float | None:
 def _ratio(percent) -> float | None:
     if percent is None:
         return None
-    number = float(percent)
-    if math.isnan(number):
-        raise ValueError(f"not a percentage: {percent!r}")
-    return min(1.0, max(0.0, number / 100.0))
+    return min(1.0, max(0.0, finite(percent) / 100.0))
