@@ -59,8 +59,7 @@ DRILLS = [
     Drill("expectations_failing", "DatabricksPipelineExpectationPassRateLow", "warning", "pipeline_id"),
     Drill("pipeline_backlog", "DatabricksPipelineBacklogHigh", "warning", "pipeline_id"),
     Drill("spend_spike", "DatabricksCostSpike", "warning"),
-    # A new scenario is a row: e.g. Drill("table_stale", "DatabricksTableStale", "warning", "table") for a scenario
-    # whose targets are {"tables": [...]}.
+    Drill("table_stale", "DatabricksTableStale", "warning", "table"),
 ]
 
 
@@ -100,7 +99,10 @@ def exporter_config(simulator) -> dict:
     config = fast_config(workspaces=[{"name": "simulated", "host": simulator.url, "token": simulator.token,
                                       "warehouse_id": warehouse, "tls_ca_bundle": simulator.tls_ca_file}])
     config["collectors"].update({"pipelines": {"interval": "2s"}, "queries": {"interval": "10s"},
-                                 "utilization": {"interval": "5s"}, "billing": {"interval": "10s"}})
+                                 "utilization": {"interval": "5s"}, "billing": {"interval": "10s"},
+                                 # The stale table's SLO is short so that its drill pages within minutes.
+                                 "tables": {"interval": "10s", "tables": {"main.bronze.events": {"max_staleness": "2m"},
+                                                                          "main.sales.orders": {"max_staleness": "1h"}}}})
     return config
 
 

@@ -196,3 +196,23 @@ def test_scenarios_are_deterministic_whenever_the_data_is_read():
     assert len(often[1]) > 100 and often[1] == once[1]
     assert len(often[2]) > 100 and often[2] == once[2]
     assert len(often[3]) > 100 and often[3] == once[3]
+
+
+def test_a_stale_table_gets_no_commits_while_it_lasts_and_its_writer_resumes_after():
+    clock = FakeClock()
+    ws = workspace(clock)
+    service = SqlService(ws)
+    try:
+        table = ws.scenarios.start("table_stale").targets["tables"][0]
+        before = service.table_truth(table)
+        clock.advance(900)
+        during = service.table_truth(table)
+        assert during["last_write"] == before["last_write"] and during["versions"] == before["versions"]
+        assert service.table_truth("main.raw.customer_data")["last_write"] > T0    # other writers go on
+        columns, rows = service.delta.describe_history(table, 1)
+        assert dict(zip([c for c, _ in columns], rows[0]))["version"] == before["versions"] - 1
+        ws.scenarios.stop("table_stale")
+        clock.advance(300)
+        assert service.table_truth(table)["last_write"] > T0 + 900
+    finally:
+        service.shutdown()

@@ -10,7 +10,8 @@ A scenario is one small class registered with @scenario. Where the simulator mak
 scenarios to change it: `ws.scenarios.apply(hook, at_ms, value, *context)` passes `value` through the method named
 `hook` of every scenario whose window covers `at_ms`. Hooks today: job_outcome (workspace.py, a run's planned
 outcome), node_minute (sql.py, a row of system.compute.node_timeline), expectation_fail_rate and flow_metrics
-(pipelines.py, a flow_progress batch), and billing (billing.py, records to add to system.billing.usage). A new
+(pipelines.py, a flow_progress batch), billing (billing.py, records to add to system.billing.usage), and
+table_write (tables.py, whether a Delta table's writer commits in its slot). A new
 scenario adds a class, and at most one apply() call where its data is made.
 
 Determinism: targets are drawn from the seed (among the entities that qualify when the scenario starts), and a
@@ -232,6 +233,20 @@ class PipelineBacklog(Scenario):
         records = int(lag * 300)
         return {**metrics, "backlog_seconds": round(lag, 1), "backlog_records": records,
                 "backlog_bytes": records * 350}
+
+
+@scenario
+class TableStale(Scenario):
+    name = "table_stale"
+    summary = ("The streaming writer of main.bronze.events stops committing (its job hangs on a lock, say): the table "
+               "is no longer written, and its age grows past any freshness SLO.")
+    TABLE = "main.bronze.events"      # written every minute, so its age says "stale" within minutes
+
+    def pick(self, ws, rng, now_ms, taken):
+        return {"tables": [self.TABLE]}
+
+    def table_write(self, window, writes, table):
+        return writes and table not in window.targets["tables"]
 
 
 @scenario

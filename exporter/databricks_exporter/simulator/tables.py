@@ -216,6 +216,9 @@ class DeltaTables:
             if not due:
                 break
             (at, kind), table = min(due, key=lambda item: (item[0], item[1].spec.name))
+            if kind == "write" and not self.ws.scenarios.apply("table_write", at, True, table.spec.name):
+                table.next_write_ms = at + table.spec.every_ms     # the writer's slot passes without a commit
+                continue
             getattr(self, f"_{kind}")(table, at)
         self.generated_until_ms = now_ms
 
