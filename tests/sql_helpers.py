@@ -136,3 +136,13 @@ def server(clock):
     server = sql_server(clock)
     yield server
     server.shutdown()
+
+
+def only(collector_name: str, server: SimulatorServer, warehouse_id: str, **options) -> dict:
+    """An exporter configuration running one collector every 2 seconds (the others off) on the simulator's SQL
+    warehouse, for `exporter_factory`."""
+    collectors = {name: {"enabled": False} for name in COLLECTORS}
+    collectors[collector_name] = {"interval": "2s", **options}
+    return {"collectors": collectors,
+            "workspaces": [{"name": "sim", "host": server.url, "token": server.token, "warehouse_id": warehouse_id,
+                            "tls_ca_bundle": server.tls_ca_file}]}

@@ -85,6 +85,10 @@ workspaces:
     ("shard: {index: 2, count: 2}\n", "shard.index", "below shard.count"),
     ("cardinality: {max_series_per_collector: -1}\n", "cardinality.max_series_per_collector", "negative"),
     ("web: {listen_address: 'localhost'}\n", "web.listen_address", "HOST:PORT"),
+    ("collectors: {tables: {tables: {main.orders: {}}}}\n", "collectors.tables.tables[main.orders]",
+     "catalog.schema.table"),
+    ("collectors: {custom: {queries: [{name: rows, sql: 'SELECT 1 AS n', value_column: n, type: counter}]}}\n",
+     "collectors.custom.queries[0].name", "ends in _total"),
     ("- just\n- a list\n", "<top level>", "expected a mapping"),
     ("a: [unclosed\n", "", "not valid YAML"),
 ])

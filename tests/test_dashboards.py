@@ -20,6 +20,7 @@ from conftest import ExporterProcess, Prometheus, fast_config, http_get, require
 from test_rules import DASHBOARD_UIDS, HISTOGRAM_SUFFIXES, RECORDS, RULE_FILES, promql_selectors
 
 from databricks_exporter import metrics as m
+from databricks_exporter.cli import DEMO_COLLECTORS
 from databricks_exporter.collectors import COLLECTORS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,15 +31,7 @@ PROVISIONING = GRAFANA / "provisioning"
 # Metrics the dashboards show that the system-tables (issue 3) and pipelines (issue 4) collectors will define, with
 # the type and labels their issues specify. When one lands in metrics.REGISTRY, delete it here: a test says so,
 # and from then on its panels must show data in the data test below.
-PENDING_METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    # issue 4: tables
-    "databricks_table_size_bytes": ("issue 4", m.GAUGE, ("workspace_id", "table")),
-    "databricks_table_files": ("issue 4", m.GAUGE, ("workspace_id", "table")),
-    "databricks_table_last_modified_timestamp_seconds": ("issue 4", m.GAUGE, ("workspace_id", "table")),
-    "databricks_table_last_optimize_timestamp_seconds": ("issue 4", m.GAUGE, ("workspace_id", "table")),
-    "databricks_table_last_vacuum_timestamp_seconds": ("issue 4", m.GAUGE, ("workspace_id", "table")),
-    "databricks_table_freshness_slo_seconds": ("issue 4", m.GAUGE, ("workspace_id", "table")),
-}
+PENDING_METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {}
 # Series Prometheus makes itself: scrape health and the alerts of the loaded rules.
 BUILTIN_METRICS = {"up", "scrape_duration_seconds", "scrape_samples_scraped", "ALERTS"}
 
@@ -393,6 +386,8 @@ def demo_config(simulator) -> dict:
         config["collectors"].setdefault(name, {}).setdefault("interval", "2s")
     if "billing" in COLLECTORS:
         config["collectors"]["billing"]["budgets"] = DEMO_BUDGETS
+    for name, section in DEMO_COLLECTORS.items():     # the demo's tables and custom queries, on the fast interval
+        config["collectors"][name].update({key: value for key, value in section.items() if key != "interval"})
     return config
 
 

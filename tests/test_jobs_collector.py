@@ -5,7 +5,8 @@ from types import SimpleNamespace
 
 from databricks.sdk.errors import NotFound
 
-from databricks_exporter.collectors.jobs import JobsCollector, retries, run_duration_seconds, run_result
+from databricks_exporter.collectors.jobs import JobsCollector, listing_start, retries, run_duration_seconds, \
+    run_result
 from databricks_exporter.config import CollectorSettings
 from databricks_exporter.store import Cycle, MetricStore
 
@@ -21,6 +22,7 @@ class FakeJobs:
                      Obj(job_id=2, settings={"name": "test-scratch"})]
         self.runs: dict[int, dict] = {}
         self.calls: list[tuple] = []
+        self.listed = 0
 
     def add(self, run_id, job_id, start, end=0, result=None, life="TERMINATED", **extra):
         state = {"life_cycle_state": life if end or life == "SKIPPED" else "RUNNING"}
@@ -33,13 +35,16 @@ class FakeJobs:
     def list(self, limit=100):
         return iter(self.jobs)
 
-    def list_runs(self, limit=25, start_time_from=None, active_only=False, expand_tasks=False):
+    def list_runs(self, limit=25, start_time_from=None, start_time_to=None, active_only=False, expand_tasks=False):
         self.calls.append(("list_runs", start_time_from, active_only))
         runs = sorted(self.runs.values(), key=lambda r: -r["start_time"])
         if active_only:
             runs = [r for r in runs if r["state"]["life_cycle_state"] in ("RUNNING", "PENDING", "QUEUED")]
         if start_time_from is not None:
             runs = [r for r in runs if r["start_time"] >= start_time_from]
+        if start_time_to is not None:
+            runs = [r for r in runs if r["start_time"] <= start_time_to]
+        self.listed += len(runs)
         return iter(Obj(r) for r in runs)
 
     def get_run(self, run_id):
@@ -143,3 +148,63 @@ def test_run_helpers():
     run = {"attempt_number": 1, "tasks": [{"task_key": "a", "attempt_number": 0}, {"task_key": "b", "attempt_number": 0},
                                           {"task_key": "b", "attempt_number": 1}, {"task_key": "b", "attempt_number": 2}]}
     assert retries(run) == 3
+
+
+def test_listing_start_goes_back_only_as_far_as_it_pays():
+    now, watermark = 10_000_000.0, 10_000_000.0 - 60_000
+    minute = 60_000
+    # Ten followed runs, started 2..11 minutes ago; last cycle runs finished at 3, 5 and 7 minutes of age.
+    pending = [now - k * minute for k in range(2, 12)]
+    finished = [3 * minute, 5 * minute, 7 * minute]
+    # Few other runs start (1 a minute): listing back to the oldest age that finished last cycle pays.
+    assert listing_start(watermark, now, 1 / minute, pending, finished) == now - 7 * minute
+    # A busy workspace (500 runs a minute, almost all short): every extra minute costs 20 pages; stay.
+    assert listing_start(watermark, now, 500 / minute, pending, finished) == watermark
+    # Nothing finished last cycle, or nothing to go on: the watermark.
+    assert listing_start(watermark, now, 1 / minute, pending, []) == watermark
+    assert listing_start(watermark, now, 0.0, [], [30_000]) == watermark
+
+
+def test_runs_that_finish_after_the_watermark_passed_them_are_learned_from_the_listing_once():
+    T = 1_000_000_000
+    fake, clock = FakeJobs(), Clock(T)
+    # Twelve runs running, started 1..12 minutes ago; one counted run of long ago in the same stretch.
+    for k in range(1, 13):
+        fake.add(k, 1, start=(T - 60 * k) * 1000)
+    fake.add(100, 1, start=(T - 250) * 1000, end=(T - 200) * 1000, result="FAILED")
+    store = MetricStore()
+    collector = make(fake, clock)
+    cycle(collector, store)
+    assert runs_total(store, result="FAILED") == 1
+
+    def finish(run_ids, at):
+        for k in run_ids:
+            fake.add(k, 1, start=fake.runs[k]["start_time"], end=at * 1000, result="SUCCESS")
+
+    # A minute later runs 2, 4 and 6 finish: the collector has no history yet, so one get each.
+    clock.now = T + 60
+    finish([2, 4, 6], T + 50)
+    fake.calls.clear()
+    cycle(collector, store)
+    assert runs_total(store) == 3
+    assert sorted(c[1] for c in fake.calls if c[0] == "get_run") == [2, 4, 6]
+
+    # Next minute 1, 3 and 5 finish at the ages 2, 4 and 6 finished at (3, 5, 7 minutes): listing back over
+    # them pays now.
+    clock.now = T + 120
+    finish([1, 3, 5], T + 110)
+    fake.calls.clear()
+    cycle(collector, store)
+    assert runs_total(store) == 6
+    assert runs_total(store, result="FAILED") == 1          # the old run in the stretch is not counted again
+    assert [c for c in fake.calls if c[0] == "get_run"] == []
+    assert [c[1] for c in fake.calls if c[0] == "list_runs" and not c[2]] == [(T + 120 - 420) * 1000]
+    assert store.value("databricks_job_runs_active", workspace_id="1", job_id="1", state="RUNNING") == 6
+
+    # And everything that finishes is still counted exactly once, however it is learned.
+    clock.now = T + 180
+    finish(range(1, 13), T + 170)
+    cycle(collector, store)
+    cycle(collector, store)
+    assert runs_total(store) == 12 and runs_total(store, result="FAILED") == 1
+    assert store.value("databricks_job_runs_active", workspace_id="1", job_id="1", state="RUNNING") is None

@@ -92,6 +92,7 @@ def test_every_sql_statement_the_exporter_sends_runs_on_the_simulator(server, wa
     today = dt.datetime.fromtimestamp(clock(), dt.timezone.utc).date()
     billing = collector("billing", workspace, clock)
     utilization = collector("utilization", workspace, clock)
+    tables = collector("tables", workspace, clock)
     ws = workspace.workspace_id
     statements = {
         "billing.billing_statement(workspace)": billing.billing_statement(today.replace(day=1), today, ws),
@@ -100,6 +101,9 @@ def test_every_sql_statement_the_exporter_sends_runs_on_the_simulator(server, wa
         "billing.check_statement": billing.check_statement(),
         "utilization.utilization_statement": utilization.utilization_statement(ws, clock() - 900),
         "utilization.check_statement": utilization.check_statement(),
+        "tables.show_tables_statement": tables.show_tables_statement("main.sales"),
+        "tables.detail_statement": tables.detail_statement("main.sales.orders"),
+        "tables.history_statement": tables.history_statement("main.sales.orders"),
     }
     builders = {f"{name}.{attr}" for name, spec in COLLECTORS.items() if issubclass(spec, SystemTableCollector)
                 for attr, member in inspect.getmembers(spec, inspect.isfunction) if attr.endswith("_statement")}

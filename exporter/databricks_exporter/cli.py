@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import os
 import signal
@@ -11,7 +12,7 @@ import threading
 
 from . import __version__, logs
 from .collectors import COLLECTORS
-from .config import ConfigError, Settings, _listen_address, load
+from .config import ConfigError, Settings, _listen_address, load, parse_duration
 from .engine import Engine, Workspace, describe_error
 from .exposition import Renderer
 from .sinks import SINKS, start_sinks
@@ -24,6 +25,77 @@ log = logging.getLogger("databricks_exporter")
 EXIT_CONFIG = 2
 # How long start-up validation may retry an unreachable host before calling it a configuration error.
 STARTUP_RETRY_SECONDS = 10
+
+
+# What the demo watches when its configuration names no tables or custom queries: the collectors section of
+# docs/examples/custom-metrics.yml (tests/test_custom.py keeps the two equal), so the demo shows table health and
+# custom metrics, and the example is proven against the simulated workspace.
+DEMO_COLLECTORS: dict[str, dict] = {
+    "tables": {
+        "interval": "5m",
+        "tables": {
+            "main.processed.customer_data": {"max_staleness": "30m"},
+            "main.sales.orders": {"max_staleness": "1h"},
+            "main.gold.daily_revenue": {"max_staleness": "30m"},
+        },
+        "schemas": {
+            "main.bronze": {"max_staleness": "15m"},
+            "main.raw": {"exclude": ["_tmp$"], "max_staleness": "30m"},
+        },
+    },
+    "custom": {
+        "interval": "1m",
+        "queries": [
+            {
+                "name": "data_quality_pass_ratio",
+                "help": "Share of records passing the data-quality check in its latest run.",
+                "interval": "15m",
+                "value_column": "pass_ratio",
+                "label_columns": ["table_name", "check_name"],
+                "sql": (
+                    "SELECT table_name, check_name, passed_records / total_records AS pass_ratio\n"
+                    "FROM main.monitoring.data_quality_metrics\n"
+                    "WHERE timestamp = (SELECT MAX(timestamp) FROM main.monitoring.data_quality_metrics)\n"
+                    "  AND total_records > 0\n"
+                ),
+            },
+            {
+                "name": "reconciliation_rows",
+                "help": "Row counts of a dataset in its source and in its target table.",
+                "interval": "5m",
+                "value_column": "row_count",
+                "label_columns": ["dataset", "side"],
+                "sql": (
+                    "SELECT 'customer_data' AS dataset, 'source' AS side, COUNT(*) AS row_count\n"
+                    "FROM main.raw.customer_data WHERE status = 'active'\n"
+                    "UNION ALL\n"
+                    "SELECT 'customer_data' AS dataset, 'target' AS side, COUNT(*) AS row_count\n"
+                    "FROM main.processed.customer_data\n"
+                ),
+            },
+            {
+                "name": "data_last_updated_timestamp_seconds",
+                "help": "The newest updated_at in the table.",
+                "interval": "5m",
+                "value_column": "last_updated",
+                "label_columns": ["table_name"],
+                "sql": (
+                    "SELECT 'main.processed.customer_data' AS table_name,\n"
+                    "       unix_seconds(MAX(updated_at)) AS last_updated\n"
+                    "FROM main.processed.customer_data\n"
+                ),
+            },
+            {
+                "name": "customer_rows_ingested_total",
+                "help": "Rows ingested into main.raw.customer_data.",
+                "type": "counter",
+                "interval": "5m",
+                "value_column": "ingested",
+                "sql": "SELECT COUNT(*) AS ingested FROM main.raw.customer_data",
+            },
+        ],
+    },
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -191,6 +263,19 @@ def cmd_check(settings: Settings) -> int:
     return 0 if ok else 1
 
 
+def demo_collectors(settings: Settings) -> None:
+    """The demo's tables and custom queries (DEMO_COLLECTORS), for the collectors its configuration leaves
+    without any; their own intervals unless the configuration sets one."""
+    for name, section in DEMO_COLLECTORS.items():
+        collector, spec = settings.collectors.get(name), COLLECTORS.get(name)
+        if collector is None or any(collector.options.get(key) for key in section if key != "interval"):
+            continue
+        if collector.interval == spec.default_interval:
+            collector.interval = collector.timeout = parse_duration(section["interval"])
+        collector.options.update({key: copy.deepcopy(value) for key, value in section.items() if key != "interval"})
+        spec.validate_options(collector.options, lambda message, key: ConfigError(f"demo {name}.{key}: {message}"))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .simulator.server import SimulatorServer
 
@@ -211,6 +296,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for workspace in settings.workspaces:
         workspace.warehouse_id = workspace.warehouse_id or os.environ.get("DATABRICKS_WAREHOUSE_ID") or serverless[0]
         workspace.tls_ca_bundle = workspace.tls_ca_bundle or simulator.tls_ca_file
+    demo_collectors(settings)
     logs.setup(settings.log_level, settings.log_format)
     banner = (f"simulated workspace: {simulator.url}  (SQL: https://{simulator.sql_hostname}:{simulator.sql_port}, "
               f"warehouse {settings.workspaces[0].warehouse_id})\n"

@@ -169,6 +169,9 @@ def _coerce(value: Any, kind: str) -> Any:
     elif kind == "list":
         if not isinstance(value, list):
             raise TypeError(f"expected a list, got {value!r}")
+    elif kind == "mapping":      # structured: the collector's validate_options checks the entries
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise TypeError(f"expected a mapping, got {value!r}")
     elif kind == "int":
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"expected an integer, got {value!r}")
@@ -184,6 +187,13 @@ def _coerce(value: Any, kind: str) -> Any:
             raise TypeError(f"expected a mapping, got {value!r}")
         value = {k: str(v) for k, v in value.items()}
     return value
+
+
+def option_value(value: Any, kind: str, positive: bool = False) -> Any:
+    """An entry of a structured option (a collector's validate_options), coerced and checked like a top-level key
+    of that kind; raises TypeError or ValueError with the reason, for the collector to name the key."""
+    value = _coerce(value, kind)
+    return _positive(value) if positive else value
 
 
 def _positive(value: float) -> float:

@@ -174,6 +174,8 @@ class Engine:
                                                    "collector": collector.name}, cycle.malformed)
                 log.warning("skipped %d malformed items; the first: %s", cycle.malformed, cycle.first_malformed,
                             extra=context)
+            if cycle.failures:
+                ok, error = False, "; ".join(cycle.failures)[:300]
         except Exception as exc:  # noqa: BLE001 - a failed cycle is reported, never fatal
             ok, error = False, describe_error(exc)
         duration, cpu = time.monotonic() - started, time.thread_time() - cpu_started

@@ -378,6 +378,57 @@ QUERIES_ACTIVE = define(
     "databricks_queries_active", GAUGE, "Queries on the warehouse now, by status: QUEUED or RUNNING (compiling "
     "included).", _WHQ + ("status",), **_Q)
 
+# --- Delta tables --------------------------------------------------------------------------------
+_TB = dict(collector="tables")
+_TBL = WS + ("table",)
+TABLE_SIZE = define(
+    "databricks_table_size_bytes", GAUGE, "Size of the files of the table's current version (sizeInBytes).", _TBL,
+    unit="bytes", source="DESCRIBE DETAIL", **_TB)
+TABLE_FILES = define(
+    "databricks_table_files", GAUGE,
+    "Files in the table's current version (numFiles); size_bytes / files is the average file size.", _TBL,
+    source="DESCRIBE DETAIL", **_TB)
+TABLE_LAST_MODIFIED = define(
+    "databricks_table_last_modified_timestamp_seconds", GAUGE,
+    "When data was last written to the table: the newest commit that changed data (WRITE, MERGE, STREAMING "
+    "UPDATE, DELETE, ...; maintenance such as OPTIMIZE and VACUUM does not count).", _TBL, unit="seconds",
+    source="DESCRIBE DETAIL, DESCRIBE HISTORY", **_TB)
+TABLE_LAST_OPTIMIZE = define(
+    "databricks_table_last_optimize_timestamp_seconds", GAUGE,
+    "When the table was last OPTIMIZEd (absent until an OPTIMIZE has been seen in its history).", _TBL,
+    unit="seconds", source="DESCRIBE HISTORY", **_TB)
+TABLE_LAST_VACUUM = define(
+    "databricks_table_last_vacuum_timestamp_seconds", GAUGE,
+    "When the table's last VACUUM ended (absent until a VACUUM has been seen in its history).", _TBL,
+    unit="seconds", source="DESCRIBE HISTORY", **_TB)
+TABLE_FRESHNESS_SLO = define(
+    "databricks_table_freshness_slo_seconds", GAUGE,
+    "The table's maximum staleness from the configuration (collectors.tables, max_staleness of the table or its "
+    "schema): how old its last write may be.", _TBL, unit="seconds", source="configuration", **_TB)
+TABLE_DESCRIBE_ERRORS = define(
+    "databricks_table_describe_errors_total", COUNTER,
+    "Cycles in which the table could not be described (dropped, renamed, no permission); the other tables are "
+    "read as usual and this table's series are absent.", _TBL, source="DESCRIBE DETAIL, DESCRIBE HISTORY", **_TB)
+
+# --- custom SQL metrics --------------------------------------------------------------------------
+# The families themselves (databricks_custom_<name>) come from the configuration: see custom_metric().
+CUSTOM_PREFIX = "databricks_custom_"
+CUSTOM_QUERY_SUCCESS = define(
+    "databricks_exporter_custom_query_success", GAUGE,
+    "Whether the custom query's last run succeeded (1) or failed (0: its databricks_custom_<name> series are "
+    "absent until it succeeds).", WS + ("query",), collector="custom", source="configuration (collectors.custom)")
+
+
+def custom_metric(name: str, type: str, help: str, labels: tuple[str, ...]) -> Metric:
+    """A family the configuration defines (a custom SQL query): built like the others, but kept out of REGISTRY,
+    which holds the built-in families that docs/metrics.md lists."""
+    full = CUSTOM_PREFIX + name
+    if full in REGISTRY:
+        raise ValueError(f"{full} is a built-in metric")
+    return Metric(full, type, help, tuple(labels), source="configuration (collectors.custom.queries)",
+                  collector="custom")
+
+
 # --- push sinks (the exporter itself) ------------------------------------------------------------
 PUSH = define(
     "databricks_exporter_push_total", COUNTER,

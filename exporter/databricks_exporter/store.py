@@ -78,6 +78,7 @@ class Cycle:
         self.additive: set[m.Metric] = set()   # gauges that count things, so they can be summed when folded
         self.malformed = 0                     # items skipped because their payload made no sense
         self.first_malformed = ""
+        self.failures: list[str] = []          # parts of the cycle that failed; see fail()
 
     @contextlib.contextmanager
     def item(self, what: str):
@@ -99,8 +100,19 @@ class Cycle:
             labels.setdefault("workspace_id", self.workspace_id)
         return label_values(metric, labels)
 
+    def fail(self, reason: str) -> None:
+        """Part of the cycle failed while the rest stands (one custom query of several): the cycle is still
+        applied, so the failed part's series disappear rather than linger, and the collector is reported down."""
+        self.failures.append(reason)
+
     def gauge(self, metric: m.Metric, value: float, **labels: Any) -> None:
         assert metric.type == m.GAUGE, metric.name
+        self.current(metric, value, **labels)
+
+    def current(self, metric: m.Metric, value: float, **labels: Any) -> None:
+        """A value read whole each cycle and replaced like a gauge's, whatever the metric's type: a gauge, or a
+        counter whose source keeps the cumulative total (a custom query's SELECT COUNT(*) of an append-only
+        table), exported as the source says."""
         if value is None:
             return
         self.gauges.setdefault(metric, {})[self._labels(metric, labels)] = float(value)
@@ -114,13 +126,15 @@ class Cycle:
 
     def inc(self, metric: m.Metric, amount: float = 1.0, **labels: Any) -> None:
         assert metric.type == m.COUNTER, metric.name
-        if amount < 0:
-            raise ValueError(f"{metric.name}: counters only go up, got {amount}")
+        if not 0 <= amount < math.inf:      # NaN fails too: one NaN would stick to the counter for good
+            raise ValueError(f"{metric.name}: counters only go up by finite amounts, got {amount}")
         if amount:
             self.increments.append((metric, self._labels(metric, labels), float(amount)))
 
     def observe(self, metric: m.Metric, value: float, **labels: Any) -> None:
         assert metric.type == m.HISTOGRAM, metric.name
+        if not math.isfinite(value):
+            raise ValueError(f"{metric.name}: cannot observe {value}")
         self.observations.append((metric, self._labels(metric, labels), float(value)))
 
     def keep_only(self, metric: m.Metric, keep: Callable[[dict[str, str]], bool]) -> None:
@@ -138,6 +152,7 @@ class MetricStore:
         self._histograms: dict[m.Metric, dict[LabelValues, Histogram]] = {}
         self._states: dict[str, dict] = {}                                       # owner -> collector state
         self._version = 0
+        self._changed_at: dict[m.Metric, int] = {}    # metric -> store version of its last change (for renderers)
         self._listeners: list[Callable[[], None]] = []
 
     # --- writing ---------------------------------------------------------------------------------
@@ -153,6 +168,7 @@ class MetricStore:
         Persisting before publishing means Prometheus never sees a counter value that a crash could take back."""
         with self._lock:
             folded = guard.apply(cycle, self._existing_series(cycle), state) if guard else 0
+            previous = self._gauges.get(owner, {})
             self._gauges[owner] = cycle.gauges
             for metric, values, amount in cycle.increments:
                 series = self._counters.setdefault(metric, {})
@@ -169,7 +185,9 @@ class MetricStore:
             if state is not None:
                 self._states[owner] = state
             self.save()
-            self._changed()
+            self._changed(set(previous) | set(cycle.gauges) | {metric for metric, _, _ in cycle.increments}
+                          | {metric for metric, _, _ in cycle.observations}
+                          | {metric for metric, _ in cycle.forgets})
         return folded
 
     def _existing_series(self, cycle: Cycle) -> set[tuple[m.Metric, LabelValues]]:
@@ -201,8 +219,9 @@ class MetricStore:
     def set_gauges(self, owner: str, gauges: dict[m.Metric, dict[LabelValues, float]]) -> None:
         """Replace an owner's gauges outside a collector cycle (the exporter's own status metrics)."""
         with self._lock:
+            previous = self._gauges.get(owner, {})
             self._gauges[owner] = gauges
-            self._changed()
+            self._changed(set(previous) | set(gauges))
 
     def inc(self, metric: m.Metric, labels: dict[str, Any], amount: float = 1.0) -> None:
         """An immediate counter increment (the exporter's own bookkeeping, e.g. API requests)."""
@@ -210,7 +229,7 @@ class MetricStore:
         with self._lock:
             series = self._counters.setdefault(metric, {})
             series[values] = series.get(values, 0.0) + amount
-            self._changed()
+            self._changed({metric})
 
     def observe(self, metric: m.Metric, labels: dict[str, Any], value: float) -> None:
         """An immediate histogram observation (the exporter's own bookkeeping, e.g. SQL statement durations)."""
@@ -218,13 +237,15 @@ class MetricStore:
         with self._lock:
             self._histograms.setdefault(metric, {}).setdefault(values, Histogram.empty(metric)).observe(
                 metric, value)
-            self._changed()
+            self._changed({metric})
 
     def on_change(self, listener: Callable[[], None]) -> None:
         self._listeners.append(listener)
 
-    def _changed(self) -> None:
+    def _changed(self, metrics) -> None:
         self._version += 1
+        for metric in metrics:
+            self._changed_at[metric] = self._version
         for listener in self._listeners:
             listener()
 
@@ -236,19 +257,31 @@ class MetricStore:
     def families(self) -> list[Family]:
         """A consistent snapshot of every family with samples, in name order (sinks and renderers read this)."""
         with self._lock:
-            by_metric: dict[m.Metric, Family] = {}
+            metrics = set(self._counters) | set(self._histograms)
+            for gauges in self._gauges.values():
+                metrics.update(gauges)
+            families = [self._family(metric) for metric in sorted(metrics, key=lambda metric: metric.name)]
+        return [family for family in families if family.samples]
+
+    def changes_since(self, version: int) -> tuple[int, dict[m.Metric, Family]]:
+        """The store's version and, consistently with it, the family of every metric changed after `version`
+        (possibly with no samples left): a renderer re-renders those and keeps the rest."""
+        with self._lock:
+            return self._version, {metric: self._family(metric) for metric, at in self._changed_at.items()
+                                   if at > version}
+
+    def _family(self, metric: m.Metric) -> Family:
+        family = Family(metric)
+        if metric.type == m.HISTOGRAM:
+            family.samples.extend((values, Histogram(list(h.counts), h.sum))
+                                  for values, h in self._histograms.get(metric, {}).items())
+        else:
+            family.samples.extend(self._counters.get(metric, {}).items())
+            # Gauges, and counters read whole each cycle (Cycle.current: a custom query's cumulative total).
             for owner in sorted(self._gauges):
-                for metric, samples in self._gauges[owner].items():
-                    by_metric.setdefault(metric, Family(metric)).samples.extend(samples.items())
-            for metric, samples in self._counters.items():
-                by_metric.setdefault(metric, Family(metric)).samples.extend(samples.items())
-            for metric, samples in self._histograms.items():
-                by_metric.setdefault(metric, Family(metric)).samples.extend(
-                    (values, Histogram(list(h.counts), h.sum)) for values, h in samples.items())
-        families = sorted((f for f in by_metric.values() if f.samples), key=lambda f: f.metric.name)
-        for family in families:
-            family.samples.sort(key=lambda sample: sample[0])
-        return families
+                family.samples.extend(self._gauges[owner].get(metric, {}).items())
+        family.samples.sort(key=lambda sample: sample[0])
+        return family
 
     def value(self, name: str, **labels: Any) -> Any:
         """The current value of one series (tests and `once` use this); None when absent."""
@@ -311,8 +344,9 @@ class MetricStore:
                         self.state_file, exc, aside)
             return "state file damaged; counting starts from the lookback"
         with self._lock:
+            touched = set(self._counters) | set(self._histograms) | set(counters) | set(histograms)
             self._counters, self._histograms, self._states = counters, histograms, states
-            self._changed()
+            self._changed(touched)
         return f"state loaded from {self.state_file}"
 
 

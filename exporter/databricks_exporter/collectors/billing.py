@@ -15,7 +15,7 @@ from .. import metrics as m
 from ..sources.sql import literal
 from ..store import Cycle
 from .base import register
-from .system_tables import SystemTableCollector, sql_date, utc
+from .system_tables import SystemTableCollector, finite, sql_date, utc
 
 FORECAST_DAYS = 7            # closed days whose average daily cost projects the rest of the month
 TAG_KEY = re.compile(r"^[^\x00-\x1f]{1,255}$")
@@ -205,7 +205,8 @@ class BillingCollector(SystemTableCollector):
         since = min(month_start, today - dt.timedelta(days=FORECAST_DAYS))
         workspace_id = self.workspace.workspace_id
         account_wide = bool(self.budgets)
-        lines = self._lines(self.query(self.billing_statement(since, today, None if account_wide else workspace_id)))
+        lines = self._lines(cycle, self.query(self.billing_statement(since, today,
+                                                                     None if account_wide else workspace_id)))
         own = [line for line in lines if line.workspace_id == workspace_id]
         periods = {"day": lambda d: d == today, "month": lambda d: month_start <= d <= today}
 
@@ -257,9 +258,10 @@ class BillingCollector(SystemTableCollector):
             cycle.gauge(m.BUDGET_SPEND, spend, budget=budget.name, period=budget.period, currency=budget.currency)
 
         latest = self.query(self.latest_statement(workspace_id, today - dt.timedelta(days=FORECAST_DAYS)))
-        latest_end = utc(latest[0].get("latest_end_time")) if latest else None
-        if latest_end is not None:
-            state["latest_usage_end"] = latest_end.timestamp()
+        with cycle.item("billing row"):
+            latest_end = utc(latest[0].get("latest_end_time")) if latest else None
+            if latest_end is not None:
+                state["latest_usage_end"] = finite(latest_end.timestamp())
         if state.get("latest_usage_end"):
             # Kept across cycles: a feed that stalls for more than a week still shows when it stopped.
             cycle.gauge(m.BILLING_LATEST, state["latest_usage_end"])
@@ -275,28 +277,36 @@ class BillingCollector(SystemTableCollector):
                 return fraction
         return self.settings.options["discount"]
 
-    def _lines(self, rows: list[dict]) -> list[Line]:
+    def _lines(self, cycle: Cycle, rows: list[dict]) -> list[Line]:
         lines = []
         for row in rows:
-            day = row["usage_date"]
-            if isinstance(day, str):
-                day = dt.date.fromisoformat(day[:10])
-            elif isinstance(day, dt.datetime):
-                day = day.date()
-            list_cost = None if row.get("list_cost") is None or row.get("currency_code") is None \
-                else float(row["list_cost"])
-            line = Line(
-                workspace_id=str(row.get("workspace_id") or ""), day=day, sku=row.get("sku_name") or "",
-                product=row.get("billing_origin_product") or "", unit=row.get("usage_unit") or "",
-                currency=row.get("currency_code"), job_id=str(row.get("job_id") or ""),
-                warehouse_id=str(row.get("warehouse_id") or ""), pipeline_id=str(row.get("pipeline_id") or ""),
-                tags={key: row.get(f"tag_{i}") for i, key in enumerate(self.query_tag_keys)
-                      if row.get(f"tag_{i}") is not None},
-                usage=float(row.get("usage_quantity") or 0), list_cost=list_cost)
-            if list_cost is not None:
-                line.cost = list_cost * (1 - self.discount_for(line.sku))
-            lines.append(line)
+            with cycle.item("billing row"):
+                lines.append(self._line(row))
         return lines
+
+    def _line(self, row: dict) -> Line:
+        day = row["usage_date"]
+        if isinstance(day, str):
+            day = dt.date.fromisoformat(day[:10])
+        elif isinstance(day, dt.datetime):
+            day = day.date()
+        if not isinstance(day, dt.date):
+            raise TypeError(f"usage_date is not a date: {day!r}")
+        currency = row.get("currency_code")
+        if currency is not None and not isinstance(currency, str):
+            raise TypeError(f"currency_code is not a string: {currency!r}")
+        list_cost = None if row.get("list_cost") is None or currency is None else finite(row["list_cost"])
+        line = Line(
+            workspace_id=str(row.get("workspace_id") or ""), day=day, sku=_text(row.get("sku_name")),
+            product=_text(row.get("billing_origin_product")), unit=_text(row.get("usage_unit")),
+            currency=currency, job_id=str(row.get("job_id") or ""),
+            warehouse_id=str(row.get("warehouse_id") or ""), pipeline_id=str(row.get("pipeline_id") or ""),
+            tags={key: _text(row.get(f"tag_{i}")) for i, key in enumerate(self.query_tag_keys)
+                  if row.get(f"tag_{i}") is not None},
+            usage=finite(row.get("usage_quantity") or 0), list_cost=list_cost)
+        if list_cost is not None:
+            line.cost = list_cost * (1 - self.discount_for(line.sku))
+        return line
 
     @staticmethod
     def forecast(lines: list[Line], today: dt.date) -> dict[str, float]:
@@ -319,3 +329,11 @@ class BillingCollector(SystemTableCollector):
             closed_month = sum(line.cost for line in priced if month_start <= line.day < today)
             out[currency] = closed_month + rate * (days_in_month - today.day + 1)
         return out
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, got {value!r}")
+    return value

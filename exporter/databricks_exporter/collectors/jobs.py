@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import logging
+from collections import deque
 
 from databricks.sdk.errors import NotFound
 
@@ -15,6 +17,8 @@ log = logging.getLogger(__name__)
 TERMINAL_LIFE_CYCLES = {"TERMINATED", "SKIPPED", "INTERNAL_ERROR"}
 FAILED_RESULTS = {"FAILED", "TIMEDOUT", "INTERNAL_ERROR"}
 ACTIVE_STATES = ("QUEUED", "PENDING", "RUNNING", "TERMINATING", "BLOCKED", "WAITING")
+RUNS_PAGE = 25                  # runs/list's largest page
+FINISH_HISTORY = 5              # cycles of finished runs' ages that predict the next cycle's
 
 
 def run_result(run: dict) -> str:
@@ -59,6 +63,25 @@ def retries(run: dict) -> int:
     return (1 if (run.get("attempt_number") or 0) > 0 else 0) + sum(latest.values())
 
 
+def listing_start(watermark: float, now: float, rate: float, pending_starts: list[float],
+                  finished_ages: list[float], cycles: int = 1) -> float:
+    """Where a cycle's listing of runs begins: at the watermark, or further back when the pages in between cost
+    fewer requests than they save. A run that started in the extra stretch and is still active costs nothing more
+    (otherwise the active-runs list would carry it); one that finished since the last cycle is learned from the
+    listing for 1/25 of a request instead of one runs/get; one finished and counted long ago costs 1/25 for nothing.
+    Which followed runs finish now is predicted from the ages at which followed runs finished in the last `cycles`
+    cycles; `rate` is runs started per ms, pending_starts the start times of the runs followed."""
+    base = now - watermark
+    pending_ages = sorted(now - start for start in pending_starts)
+    best, best_cost = base, 0.0
+    for finished, age in enumerate(sorted(a for a in finished_ages if a > base), start=1):
+        followed = bisect.bisect_right(pending_ages, age) - bisect.bisect_right(pending_ages, base)
+        cost = (rate * (age - base) - followed) / RUNS_PAGE - finished / cycles * (RUNS_PAGE - 1) / RUNS_PAGE
+        if cost < best_cost:
+            best, best_cost = age, cost
+    return now - best
+
+
 @register
 class JobsCollector(Collector):
     name = "jobs"
@@ -85,6 +108,10 @@ class JobsCollector(Collector):
         self.wanted = NameFilter(self.settings.options.get("include"), self.settings.options.get("exclude"))
         self._jobs: list[dict] = []
         self._jobs_listed_at = -float("inf")
+        # What listing_start predicts from: runs started per ms, and the ages (ms) at which the runs followed
+        # finished in the last few cycles. In memory only: after a restart the first cycle lists from the watermark.
+        self._run_rate = 0.0
+        self._finished_ages: deque[list[float]] = deque(maxlen=FINISH_HISTORY)
 
     def check(self) -> str:
         jobs = list(self._iter_jobs(limit=1, first_page_only=True))
@@ -105,8 +132,12 @@ class JobsCollector(Collector):
         last = {"success": state.setdefault("last_success", {}), "failure": state.setdefault("last_failure", {})}
         active: dict[str, tuple[str, str]] = {}   # run_id -> (job_id, state)
 
+        now_ms = self.clock() * 1000
+        finished_ages: list[float] = []
+
         def complete(run: dict) -> None:
-            pending.pop(str(run["run_id"]), None)
+            if pending.pop(str(run["run_id"]), None) is not None:
+                finished_ages.append(now_ms - int(run.get("start_time") or 0))
             if (run.get("end_time") or 0) < since_ms:
                 return  # finished before counting began
             job_id = str(run.get("job_id", ""))
@@ -114,14 +145,20 @@ class JobsCollector(Collector):
                 return
             self._count_run(cycle, job_id, run, last)
 
-        newest = cursor.watermark
-        for run in self._list_runs(start_time_from=int(cursor.watermark), expand_tasks=True):
+        # Runs started from `start` on are all listed, finished or not; the active ones that started before it
+        # come from the active-runs list, and the runs followed that are in neither have finished: one get each.
+        start = int(listing_start(cursor.watermark, now_ms, self._run_rate, list(pending.values()),
+                                  [age for ages in self._finished_ages for age in ages],
+                                  max(1, len(self._finished_ages))))
+        newest, listed = cursor.watermark, 0
+        for run in self._list_runs(start_time_from=start, expand_tasks=True):
             with cycle.item("run"):
-                run_id, start = str(run["run_id"]), int(run.get("start_time") or 0)
-                newest = max(newest, start)
-                if not cursor.is_new(run_id) and run_id not in pending:
-                    continue
-                cursor.mark(run_id, start)
+                run_id, started = str(run["run_id"]), int(run.get("start_time") or 0)
+                listed += 1
+                newest = max(newest, started)
+                if run_id not in pending and (started < cursor.watermark or not cursor.is_new(run_id)):
+                    continue    # handled in an earlier cycle
+                cursor.mark(run_id, started)
                 job_id = str(run.get("job_id", ""))
                 if job_id in names and not self.wanted(names[job_id]):
                     pending.pop(run_id, None)
@@ -129,16 +166,17 @@ class JobsCollector(Collector):
                 if is_terminal(run):
                     complete(run)
                 else:
-                    pending[run_id] = start
+                    pending[run_id] = started
                     active[run_id] = (job_id, active_state(run))
+        if now_ms > start:
+            self._run_rate = listed / (now_ms - start)
 
-        for run in self._list_runs(active_only=True):
+        for run in self._list_runs(active_only=True, start_time_to=start - 1):
             with cycle.item("active run"):
                 active[str(run["run_id"])] = (str(run.get("job_id", "")), active_state(run))
                 # A run not met before (it started before the watermark, e.g. before the first start) is followed.
                 pending.setdefault(str(run["run_id"]), int(run.get("start_time") or 0))
 
-        # Runs we follow that left the active list finished (or are BLOCKED/WAITING): one runs/get each.
         for run_id in [r for r in pending if r not in active]:
             try:
                 run = self.client.jobs.get_run(int(run_id)).as_dict()
@@ -150,6 +188,7 @@ class JobsCollector(Collector):
                     complete(run)
                 else:
                     active[run_id] = (str(run.get("job_id", "")), active_state(run))
+        self._finished_ages.append(finished_ages)
 
         cursor.advance(newest - self.settings.options["listing_margin"] * 1000)
 

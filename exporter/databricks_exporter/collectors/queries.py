@@ -14,6 +14,7 @@ TERMINAL = ("FINISHED", "FAILED", "CANCELED")
 QUEUED = ("QUEUED",)
 PAGE_SIZE = 500              # the endpoint takes fewer than 1000
 ID_BATCH = 100
+DAY_MS = 86_400_000
 
 
 def queue_seconds(query: dict) -> float:
@@ -78,12 +79,18 @@ class QueriesCollector(Collector):
         listed: set[str] = set()
         newest = cursor.watermark
 
-        def handle(query: dict) -> None:
+        def handle(query: dict) -> int:
+            """Count or follow one query; returns its start time (ms)."""
             query_id = query.get("query_id")
-            if not query_id or query_id in listed:
-                return
+            if not isinstance(query_id, str) or not query_id:
+                raise ValueError(f"query without a query_id: {query_id!r}")
+            started = int(query.get("query_start_time_ms") or 0)
+            if started > now_ms + DAY_MS:
+                # Believing it would move the watermark past every real query.
+                raise ValueError(f"query {query_id} starts in the future: {started}")
+            if query_id in listed:
+                return started
             listed.add(query_id)
-            started = query.get("query_start_time_ms") or 0
             status = enum_name(query.get("status"))
             if status in TERMINAL:
                 if query_id in pending or cursor.is_new(query_id):
@@ -91,7 +98,7 @@ class QueriesCollector(Collector):
                     cursor.mark(query_id, started)
                     if (query.get("query_end_time_ms") or now_ms) >= since_ms:
                         self._count(cycle, query, status)
-                return
+                return started
             # Still going: followed until it ends, and shown as active now.
             if query_id in pending or cursor.is_new(query_id):
                 pending[query_id] = started
@@ -99,17 +106,19 @@ class QueriesCollector(Collector):
             warehouse_id = query.get("warehouse_id") or query.get("endpoint_id") or ""
             key = (warehouse_id, "QUEUED" if status in QUEUED else "RUNNING")
             active[key] = active.get(key, 0) + 1
+            return started
 
         for query in self._list(QueryFilter(query_start_time_range=TimeRange(
                 start_time_ms=int(cursor.watermark), end_time_ms=now_ms))):
-            newest = max(newest, query.get("query_start_time_ms") or 0)
-            handle(query)
+            with cycle.item("query"):
+                newest = max(newest, handle(query))
         # Queries followed since before the watermark: asked for by id, so the queries that ended around them are
         # not listed (and counted) again.
         older = [query_id for query_id in pending if query_id not in listed]
         for i in range(0, len(older), ID_BATCH):
             for query in self._list(QueryFilter(statement_ids=older[i:i + ID_BATCH])):
-                handle(query)
+                with cycle.item("query"):
+                    handle(query)
         for query_id in [q for q in pending if q not in listed]:
             del pending[query_id]       # gone from the history (retention): nothing left to count
         cursor.advance(newest - self.settings.options["listing_margin"] * 1000)

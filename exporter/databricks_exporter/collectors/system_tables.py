@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 from typing import Any
 
 from .. import metrics as m
@@ -23,6 +24,14 @@ def utc(value: Any) -> dt.datetime | None:
     if value.tzinfo is None:
         return value.replace(tzinfo=dt.timezone.utc)
     return value.astimezone(dt.timezone.utc)
+
+
+def finite(value: Any) -> float:
+    """A number from a result row (DECIMAL arrives as Decimal or text); NaN and infinities make the row malformed."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"not a finite number: {value!r}")
+    return number
 
 
 def sql_timestamp(seconds: float) -> str:
@@ -100,6 +109,10 @@ class SystemTableCollector(Collector):
             state = self.sql.warehouse_state()
             if state != "RUNNING":
                 return f"warehouse {self.sql.warehouse_id} is {state}; not started (wake_warehouse: false)"
+        return self.check_query()
+
+    def check_query(self) -> str:
+        """The check's statements, once the warehouse may be used; returns what they saw."""
         rows = self.query(self.check_statement())
         return f"read {self.check_statement().split(' FROM ')[1].split()[0]} on warehouse {self.sql.warehouse_id} " \
                f"({len(rows)} row)"

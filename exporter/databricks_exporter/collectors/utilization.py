@@ -3,13 +3,15 @@ from system.compute.node_timeline's per-minute rows."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from databricks.sdk.service.compute import ListClustersFilterBy, State
 
 from .. import metrics as m
 from ..sources.sql import literal
 from ..store import OTHER, Cycle
 from .base import register
-from .system_tables import SystemTableCollector, sql_timestamp, utc
+from .system_tables import SystemTableCollector, finite, sql_timestamp, utc
 
 RUNNING_STATES = [State.RUNNING, State.RESIZING]
 
@@ -57,33 +59,32 @@ class UtilizationCollector(SystemTableCollector):
         counted: dict[str, float] = state.setdefault("counted_until", {})   # cluster_id -> end of last minute counted
         window_start = max(since, now - self.settings.options["window"])
         rows = self.query(self.utilization_statement(self.workspace.workspace_id, window_start))
-        minutes: dict[tuple[str, str], dict[float, dict]] = {}
+        minutes: dict[tuple[str, str], dict[float, Minute]] = {}
         for row in rows:
-            end = utc(row["end_time"]).timestamp()
-            role = "driver" if row["driver"] in (True, "true", 1) else "worker"
-            minutes.setdefault((row["cluster_id"], role), {})[end] = row
+            with cycle.item("utilization row"):
+                cluster_id, role, end, minute = parse_row(row, now)
+                minutes.setdefault((cluster_id, role), {})[end] = minute
 
         latest_by_cluster: dict[str, float] = {}
         for (cluster_id, role), by_minute in minutes.items():
             if cluster_id not in running:
                 continue
             latest = max(by_minute)
-            row = by_minute[latest]
+            newest = by_minute[latest]
             latest_by_cluster[cluster_id] = max(latest_by_cluster.get(cluster_id, 0), latest)
             labels = {"cluster_id": cluster_id, "node_role": role}
-            cycle.gauge(m.CLUSTER_CPU, _ratio(row["cpu_percent"]), **labels)
-            cycle.gauge(m.CLUSTER_MEMORY_UTILIZATION, _ratio(row["mem_used_percent"]), **labels)
-            cycle.gauge(m.CLUSTER_SWAP, _ratio(row["mem_swap_percent"]), **labels)
-            if row.get("disk_free_bytes") is not None:
-                cycle.gauge(m.CLUSTER_DISK_FREE, float(row["disk_free_bytes"]), **labels)
+            cycle.gauge(m.CLUSTER_CPU, newest.cpu, **labels)
+            cycle.gauge(m.CLUSTER_MEMORY_UTILIZATION, newest.memory, **labels)
+            cycle.gauge(m.CLUSTER_SWAP, newest.swap, **labels)
+            cycle.gauge(m.CLUSTER_DISK_FREE, newest.disk_free_bytes, **labels)
             # Network bytes: each minute once, per cluster and role.
             key = f"{cluster_id}/{role}"
             floor = counted.get(key, since)
             for end, minute in sorted(by_minute.items()):
                 if end <= floor:
                     continue
-                cycle.inc(m.CLUSTER_NET_RECEIVED, float(minute["network_received_bytes"] or 0), **labels)
-                cycle.inc(m.CLUSTER_NET_SENT, float(minute["network_sent_bytes"] or 0), **labels)
+                cycle.inc(m.CLUSTER_NET_RECEIVED, minute.received_bytes, **labels)
+                cycle.inc(m.CLUSTER_NET_SENT, minute.sent_bytes, **labels)
                 counted[key] = end
         for cluster_id, latest in latest_by_cluster.items():
             cycle.gauge(m.CLUSTER_UTILIZATION_LATEST, latest, cluster_id=cluster_id)
@@ -95,7 +96,43 @@ class UtilizationCollector(SystemTableCollector):
             cycle.keep_only(metric, lambda labels: labels["cluster_id"] in running or labels["cluster_id"] == OTHER)
 
 
+class Minute(NamedTuple):
+    cpu: float | None
+    memory: float | None
+    swap: float | None
+    disk_free_bytes: float | None
+    received_bytes: float
+    sent_bytes: float
+
+
+def parse_row(row: dict, now: float) -> tuple[str, str, float, Minute]:
+    """(cluster_id, node role, end of the minute, its figures) from one result row; raises on a malformed one, so
+    that nothing of it is emitted and the minutes counted stay consistent."""
+    cluster_id = row["cluster_id"]
+    if not isinstance(cluster_id, str) or not cluster_id:
+        raise ValueError(f"cluster_id is not an id: {cluster_id!r}")
+    end = utc(row["end_time"]).timestamp()
+    if end > now + 86400:
+        # Believing it would mark every real minute of the cluster as counted already.
+        raise ValueError(f"end_time in the future: {row['end_time']!r}")
+    role = "driver" if row["driver"] in (True, "true", 1) else "worker"
+    minute = Minute(_ratio(row["cpu_percent"]), _ratio(row["mem_used_percent"]), _ratio(row["mem_swap_percent"]),
+                    _amount(row.get("disk_free_bytes"), none_ok=True), _amount(row["network_received_bytes"]),
+                    _amount(row["network_sent_bytes"]))
+    return cluster_id, role, end, minute
+
+
+def _amount(value, none_ok: bool = False) -> float | None:
+    """Bytes: finite and not negative; a missing network figure counts as 0."""
+    if value is None:
+        return None if none_ok else 0.0
+    number = finite(value)
+    if number < 0:
+        raise ValueError(f"not an amount of bytes: {value!r}")
+    return number
+
+
 def _ratio(percent) -> float | None:
     if percent is None:
         return None
-    return min(1.0, max(0.0, float(percent) / 100.0))
+    return min(1.0, max(0.0, finite(percent) / 100.0))

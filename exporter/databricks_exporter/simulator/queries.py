@@ -152,7 +152,7 @@ class WarehouseLoad:
             self._append(self._make(t, clusters))
             hour_of_day = t % (24 * HOUR_MS) // HOUR_MS
             busy = 1.0 if 8 <= hour_of_day < 18 else 0.45
-            per_ms = self.rate_per_cluster * max(clusters, 1) * busy / MINUTE_MS
+            per_ms = self.rate_per_cluster * w.ws.query_rate * max(clusters, 1) * busy / MINUTE_MS
             self.next_ms = t + max(1, int(self._rng.expovariate(per_ms)))
 
     def _append(self, query: Query) -> None:

@@ -9,6 +9,10 @@ two DECIMAL(38,18) is a DECIMAL(38,6)) instead of overflowing DuckDB's DECIMAL(3
 
 Rows carry a hidden visibility time; the tables a client sees are views over rows already visible at simulated
 now, which is how billing records arrive hours late and corrections a day later.
+
+The `main` catalog holds the simulated Delta tables (tables.py): DESCRIBE DETAIL, DESCRIBE HISTORY and SHOW TABLES
+are not SELECTs and are answered from their commit history before any translation; SELECTs read their rows in
+DuckDB like the system tables.
 """
 
 from __future__ import annotations
@@ -28,12 +32,15 @@ from decimal import Decimal
 
 from .billing import BillingModel
 from .queries import MAX_QUERY_MS, QueryLog
+from .tables import CATALOG as TABLES_CATALOG
+from .tables import DeltaTables, SqlTableError, answer
 from .workspace import DAY_MS, HOUR_MS, MINUTE_MS, ApiError, _digest, _node, does_not_exist, \
     invalid_parameter
 
 log = logging.getLogger(__name__)
 
 SIM_CATALOG = "sim_system"
+SIM_MAIN = "sim_main"      # DuckDB reserves the name `main`
 
 # The system tables, column by column, in Databricks types (system.compute.node_timeline etc. as documented;
 # see /work/shared/reference/databricks-api.md).
@@ -114,12 +121,13 @@ def _ts(ms: int) -> dt.datetime:
 class SystemTables:
     """DuckDB with the system tables, kept up to date with the simulated world (call refresh before reading)."""
 
-    def __init__(self, ws, billing: BillingModel, queries: QueryLog, node_lag_ms: int = 3 * MINUTE_MS,
-                 node_retention_ms: int = HOUR_MS, history_lag_ms: int = 10 * MINUTE_MS):
+    def __init__(self, ws, billing: BillingModel, queries: QueryLog, delta: DeltaTables,
+                 node_lag_ms: int = 3 * MINUTE_MS, node_retention_ms: int = HOUR_MS,
+                 history_lag_ms: int = 10 * MINUTE_MS):
         import duckdb
         import sqlglot  # noqa: F401  (fail here, at first use, when the simulator's SQL extras are missing)
 
-        self.ws, self.billing, self.queries = ws, billing, queries
+        self.ws, self.billing, self.queries, self.delta = ws, billing, queries, delta
         self.node_lag_ms, self.node_retention_ms, self.history_lag_ms = node_lag_ms, node_retention_ms, \
             history_lag_ms
         self.con = duckdb.connect()
@@ -141,6 +149,19 @@ class SystemTables:
             self.con.execute(f"CREATE VIEW {SIM_CATALOG}.{name} AS SELECT * EXCLUDE (_visible_at) FROM {raw} "
                              f"WHERE _visible_at <= getvariable('sim_now')")
             self.sqlglot_schema["system"].setdefault(schema, {})[table] = dict(columns)
+        self.con.execute(f"ATTACH ':memory:' AS {SIM_MAIN}")
+        self.sqlglot_schema[TABLES_CATALOG] = {}
+        for name, table in delta.tables.items():
+            _, schema, table_name = name.split(".")
+            if schema not in self.sqlglot_schema[TABLES_CATALOG]:
+                self.con.execute(f"CREATE SCHEMA {SIM_MAIN}.{schema}")
+            columns = dict(table.spec.columns)
+            duck = {c: exp.DataType.build(t, dialect="databricks").sql("duckdb").replace("TIMESTAMPTZ", "TIMESTAMP")
+                    for c, t in columns.items()}
+            self._duck_types[name] = duck
+            self.con.execute(f"CREATE TABLE {SIM_MAIN}.{schema}.{table_name} "
+                             f"({', '.join(f'{c} {t}' for c, t in duck.items())})")
+            self.sqlglot_schema[TABLES_CATALOG].setdefault(schema, {})[table_name] = columns
         self._prices_loaded = False
         self._nodes_until = None
         self._events_done: dict[str, int] = {}
@@ -161,12 +182,16 @@ class SystemTables:
             nodes = self._node_rows(now_ms)
             events = self._warehouse_event_rows(now_ms)
             history = self._history_rows(now_ms)
+            self.delta.advance(now_ms)
+            table_rows = self.delta.drain_rows()
         if not self._prices_loaded:
             self._load_prices()
         self._insert_usage(usage)
         self._insert("compute_node_timeline", nodes)
         self._insert("compute_warehouse_events", events)
         self._insert("query_history", history)
+        for name, rows in table_rows.items():
+            self._insert_table_rows(name, rows)
         if nodes:
             cutoff = _ts(now_ms - self.node_retention_ms)
             self.con.execute(f"DELETE FROM {SIM_CATALOG}.raw.compute_node_timeline WHERE end_time < ?", [cutoff])
@@ -198,6 +223,24 @@ class SystemTables:
             else:
                 select.append(f"CAST(frame.{column} AS {duck})")
         self.con.execute(f"INSERT INTO {SIM_CATALOG}.raw.{table} SELECT {', '.join(select)} FROM frame")
+
+    def _insert_table_rows(self, name: str, rows: list[dict]) -> None:
+        """Rows of a simulated Delta table (timestamps in epoch ms), in its own columns, no visibility delay."""
+        if not rows:
+            return
+        import pandas as pd
+
+        frame = pd.DataFrame(rows)       # noqa: F841  (DuckDB reads the local variable by name)
+        select = []
+        for column, duck in self._duck_types[name].items():
+            if column not in frame:
+                select.append(f"CAST(NULL AS {duck})")
+            elif duck == "TIMESTAMP":
+                select.append(f"epoch_ms(CAST(frame.{column} AS BIGINT))")
+            else:
+                select.append(f"CAST(frame.{column} AS {duck})")
+        _, schema, table = name.split(".")
+        self.con.execute(f"INSERT INTO {SIM_MAIN}.{schema}.{table} SELECT {', '.join(select)} FROM frame")
 
     def _load_prices(self) -> None:
         rows = []
@@ -385,6 +428,12 @@ class SystemTables:
 
     def execute(self, statement: str, now_ms: int, parameters: dict | None = None) -> Result:
         self.refresh(now_ms)
+        try:
+            described = answer(self.delta, statement)
+        except SqlTableError as exc:
+            raise SqlError(exc.message, exc.sql_state, exc.error_code) from None
+        if described is not None:
+            return Result(*described)
         sql = translate(statement, now_ms, self.sqlglot_schema, parameters)
         import duckdb
         try:
@@ -401,7 +450,7 @@ class SystemTables:
 
 
 def _clean(exc: Exception) -> str:
-    return str(exc).replace(SIM_CATALOG, "system").splitlines()[0]
+    return str(exc).replace(SIM_CATALOG, "system").replace(SIM_MAIN, TABLES_CATALOG).splitlines()[0]
 
 
 def databricks_type(duck: str) -> str:
@@ -465,6 +514,8 @@ def translate(statement: str, now_ms: int, schema: dict, parameters: dict | None
             return exp.DataType.build("TIMESTAMP")
         if isinstance(node, exp.Table) and node.catalog.lower() == "system":
             node.set("catalog", exp.to_identifier(SIM_CATALOG))
+        elif isinstance(node, exp.Table) and node.catalog.lower() == TABLES_CATALOG:
+            node.set("catalog", exp.to_identifier(SIM_MAIN))
         elif isinstance(node, exp.CurrentDate):
             return exp.cast(exp.Literal.string(now.date().isoformat()), "DATE")
         elif isinstance(node, (exp.CurrentTimestamp, exp.CurrentDatetime)):
@@ -569,6 +620,7 @@ class SqlService:
         self.queries = QueryLog(ws)
         self.billing = BillingModel(ws, lag_ms=int(billing_lag_seconds * 1000), history_days=billing_history_days)
         self.chunk_rows = chunk_rows
+        self.delta = DeltaTables(ws)
         self.node_lag_ms = int(node_lag_seconds * 1000)
         self._tables: SystemTables | None = None
         self._engine_lock = threading.Lock()
@@ -579,8 +631,41 @@ class SqlService:
     @property
     def tables(self) -> SystemTables:
         if self._tables is None:
-            self._tables = SystemTables(self.ws, self.billing, self.queries, node_lag_ms=self.node_lag_ms)
+            self._tables = SystemTables(self.ws, self.billing, self.queries, self.delta, node_lag_ms=self.node_lag_ms)
         return self._tables
+
+    def stop_table_writes(self, full_name: str) -> None:
+        """From now on nothing writes the Delta table (catalog.schema.table): it goes stale. Unknown names raise
+        the 404 a REST handler returns."""
+        self._table_intervention(full_name, self.delta.stop_writes)
+
+    def resume_table_writes(self, full_name: str) -> None:
+        """The table's writer works again, from its next scheduled write."""
+        self._table_intervention(full_name, self.delta.resume_writes)
+
+    def drop_table(self, full_name: str) -> None:
+        """DROP TABLE: DESCRIBE and SELECT answer TABLE_OR_VIEW_NOT_FOUND from now on."""
+        def drop(name: str, now_ms: int) -> None:
+            table = self.delta.drop(name)
+            if self._tables is not None:
+                _, schema, table_name = table.spec.name.split(".")
+                self._tables.con.execute(f"DROP TABLE {SIM_MAIN}.{schema}.{table_name}")
+                del self._tables.sqlglot_schema[TABLES_CATALOG][schema][table_name]
+        self._table_intervention(full_name, drop)
+
+    def _table_intervention(self, full_name: str, action) -> None:
+        with self._engine_lock, self.ws._lock:
+            now = self.ws._now_advanced()
+            self.delta.advance(now)       # what was due before now still happens
+            try:
+                action(full_name, now)
+            except SqlTableError:
+                raise does_not_exist(f"Table {full_name} does not exist.") from None
+
+    def table_truth(self, full_name: str) -> dict:
+        with self._engine_lock, self.ws._lock:
+            self.delta.advance(self.ws._now_advanced())
+            return self.delta.truth(full_name)
 
     def shutdown(self) -> None:
         with self._engine_lock:

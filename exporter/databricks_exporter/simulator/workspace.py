@@ -1292,12 +1292,13 @@ class SimulatedWorkspace:
 
     def __init__(self, seed: int = 1, start: float | None = None, history_seconds: float = 86_400,
                  clock=time.time, n_clusters: int = 24, n_jobs: int = 60, n_warehouses: int = 6,
-                 n_pipelines: int = 10,
+                 n_pipelines: int = 10, query_rate: float = 1.0,
                  workspace_id: int = 1234567890123456):
         if n_jobs >= MAX_JOBS:
             raise ValueError(f"n_jobs must be below {MAX_JOBS}: run ids reserve 5 digits for the job index")
         self.seed = seed
         self.workspace_id = workspace_id
+        self.query_rate = query_rate        # scales every warehouse's query arrivals (simulator/queries.py)
         self.account_id = "{}-{}-{}-{}-{}".format(*(_hex(seed, "account", i, n=n) for i, n in
                                                     enumerate((8, 4, 4, 4, 12))))
         self.base_url = "http://127.0.0.1"

@@ -64,6 +64,12 @@ def _transient(exc: Exception) -> bool:
                             sql_errors.DatabaseError, OSError))
 
 
+def rejected(exc: Exception) -> bool:
+    """The warehouse ran the statement and refused it (no such table, no permission, bad SQL): it concerns that
+    statement only, and trying again will not help."""
+    return isinstance(exc, sql_errors.ServerOperationError) and not _transient(exc)
+
+
 class SqlSource:
     """System tables through one SQL warehouse of one workspace; shared by that workspace's SQL collectors."""
 
@@ -117,7 +123,7 @@ class SqlSource:
                     self._disconnect()
                     if attempt == ATTEMPTS or not _transient(exc):
                         raise
-                    log.info("SQL statement failed (%s); retrying on a new connection", _describe(exc),
+                    log.info("SQL statement failed (%s); retrying on a new connection", describe(exc),
                              extra={"collector": collector})
                     time.sleep(RETRY_DELAY_SECONDS * attempt)
         except Exception:
@@ -181,6 +187,7 @@ class SqlSource:
         self.store.observe(m.SQL_QUERY_DURATION, labels, time.monotonic() - started)
 
 
-def _describe(exc: Exception) -> str:
+def describe(exc: Exception) -> str:
+    """The first line of a failed statement's error, with its class, short enough for a log line."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}"[:200]
