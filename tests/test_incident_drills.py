@@ -115,7 +115,7 @@ def yesterday_cost_series(simulator, start: float, end: float, step: float = 15)
     with sql._engine_lock:
         sql.tables.refresh(ws.now_ms())
         rows = sql.tables.con.execute(
-            f"SELECT epoch_ms(u._visible_at) / 1000, SUM(u.usage_quantity * struct_extract(p.pricing, 'default')) "
+            f"SELECT epoch_ms(u._visible_at) / 1000, SUM(CAST(u.usage_quantity AS DOUBLE) * CAST(struct_extract(p.pricing, 'default') AS DOUBLE)) "
             f"FROM {SIM_CATALOG}.raw.billing_usage u JOIN {SIM_CATALOG}.raw.billing_list_prices p "
             "ON u.sku_name = p.sku_name AND u.usage_start_time >= p.price_start_time "
             "AND (p.price_end_time IS NULL OR u.usage_start_time < p.price_end_time) "
