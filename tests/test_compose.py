@@ -295,9 +295,14 @@ def test_the_compose_simulator_and_exporter_commands_fill_the_sql_panels(tmp_pat
         assert total(samples, "databricks_billing_cost") > 0
         assert total(samples, "databricks_cluster_cpu_utilization_ratio") > 0
     finally:
-        for process in reversed(processes):
+        for process in processes:
             process.terminate()
-            process.wait(10)
+        for process in processes:       # every one is stopped, even when one is slow to go
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
 
 
 def _answers(url: str) -> bool:
