@@ -5,12 +5,17 @@ with a health check."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import free_port, http_get, wait_for
+from test_integration import parse, total
 from test_rules import ALERTMANAGER_CONFIG, PROMETHEUS, RULE_FILES
 
 from databricks_exporter import config
@@ -261,13 +266,6 @@ def test_the_compose_simulator_and_exporter_commands_fill_the_sql_panels(tmp_pat
     """The simulator and exporter services' commands and environment, on local ports instead of service names:
     the exporter, with no configuration file, finds the SQL warehouse and trusts the simulator's CA, and its
     billing and utilization collectors succeed."""
-    import os
-    import subprocess
-    import sys
-
-    from conftest import free_port, http_get, wait_for
-    from test_integration import parse, total
-
     rest, sql, web = free_port(), free_port(), free_port()
     local = {"0.0.0.0:8080": f"127.0.0.1:{rest}", "0.0.0.0:8443": f"127.0.0.1:{sql}", "simulator": "localhost",
              "/var/lib/databricks-exporter": str(tmp_path)}
@@ -286,9 +284,9 @@ def test_the_compose_simulator_and_exporter_commands_fill_the_sql_panels(tmp_pat
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_for(lambda: (tmp_path / "ca.pem").exists() and _answers(f"http://127.0.0.1:{rest}"), 30,
                  what="the simulator and its CA")
-        log = open(tmp_path / "exporter.log", "wb")
-        processes.append(subprocess.Popen([sys.executable, "-m", "databricks_exporter", *exporter_command], env=env,
-                                          stdout=log, stderr=subprocess.STDOUT))
+        with open(tmp_path / "exporter.log", "wb") as log:
+            processes.append(subprocess.Popen([sys.executable, "-m", "databricks_exporter", *exporter_command],
+                                              env=env, stdout=log, stderr=subprocess.STDOUT))
         wait_for(lambda: _answers(f"http://127.0.0.1:{web}/readyz"), 90, what="the exporter's first cycles")
         samples = parse(http_get(f"http://127.0.0.1:{web}/metrics")[2].decode())
         for collector in ("billing", "utilization"):
@@ -297,13 +295,17 @@ def test_the_compose_simulator_and_exporter_commands_fill_the_sql_panels(tmp_pat
         assert total(samples, "databricks_billing_cost") > 0
         assert total(samples, "databricks_cluster_cpu_utilization_ratio") > 0
     finally:
-        for process in reversed(processes):
+        for process in processes:
             process.terminate()
-            process.wait(10)
+        for process in processes:       # every one is stopped, even when one is slow to go
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
 
 
 def _answers(url: str) -> bool:
-    from conftest import http_get
     try:
         return http_get(url, timeout=2)[0] < 500
     except OSError:

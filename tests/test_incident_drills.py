@@ -19,6 +19,7 @@ webhook receiving it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -117,7 +118,7 @@ def yesterday_cost_series(simulator, start: float, end: float, step: float = 15)
     with sql._engine_lock:
         sql.tables.refresh(ws.now_ms())
         rows = sql.tables.con.execute(
-            f"SELECT epoch_ms(u._visible_at) / 1000, SUM(u.usage_quantity * struct_extract(p.pricing, 'default')) "
+            f"SELECT epoch_ms(u._visible_at) / 1000, SUM(CAST(u.usage_quantity AS DOUBLE) * CAST(struct_extract(p.pricing, 'default') AS DOUBLE)) "
             f"FROM {SIM_CATALOG}.raw.billing_usage u JOIN {SIM_CATALOG}.raw.billing_list_prices p "
             "ON u.sku_name = p.sku_name AND u.usage_start_time >= p.price_start_time "
             "AND (p.price_end_time IS NULL OR u.usage_start_time < p.price_end_time) "
@@ -139,19 +140,20 @@ class Stack:
     def __init__(self, directory):
         from databricks_exporter.simulator.server import SimulatorServer
 
-        self.parts = []
+        # Stops everything started so far, in reverse, even when one part fails to stop.
+        self._cleanup = contextlib.ExitStack()
         self.simulator = SimulatorServer(port=0, seed=7, sql_port=0, sql_options={"node_lag_seconds": 30}).start()
-        self.parts.append(self.simulator.shutdown)
+        self._cleanup.callback(self.simulator.shutdown)
         try:
             self.webhook = WebhookReceiver()
-            self.parts.append(self.webhook.stop)
+            self._cleanup.callback(self.webhook.stop)
             for name in ("alertmanager", "exporter", "prometheus"):
                 (directory / name).mkdir()
             self.alertmanager = Alertmanager(directory / "alertmanager", alertmanager_config(self.webhook.url))
-            self.parts.append(self.alertmanager.stop)
+            self._cleanup.callback(self.alertmanager.stop)
             self.exporter = ExporterProcess(directory / "exporter", self.simulator,
                                             exporter_config(self.simulator)).start()
-            self.parts.append(self.exporter.kill)
+            self._cleanup.callback(self.exporter.kill)
             self.started = time.time()
             self.prometheus = Prometheus(
                 directory / "prometheus", [f"127.0.0.1:{self.exporter.port}"],
@@ -159,7 +161,7 @@ class Stack:
                 alertmanagers=[self.alertmanager.address],
                 evaluation_interval="2s",
                 backfill=yesterday_cost_series(self.simulator, self.started - 600, self.started + 1800))
-            self.parts.append(self.prometheus.stop)
+            self._cleanup.callback(self.prometheus.stop)
         except BaseException:
             self.stop()
             raise
@@ -167,8 +169,7 @@ class Stack:
         self.scenarios: dict[str, dict] = {}
 
     def stop(self) -> None:
-        for stop in reversed(self.parts):
-            stop()
+        self._cleanup.close()
 
     def start_scenario(self, name: str) -> dict:
         request = urllib.request.Request(f"{self.simulator.url}/simulator/scenarios/{name}", method="POST", data=b"")
