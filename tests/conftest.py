@@ -19,6 +19,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import settings as hypothesis_settings
+
+# CI is the gate a change must pass: there the property tests replay the same examples every run (derandomized), so
+# a red CI always means the change broke something. Locally they draw fresh examples, which is where new garbage
+# is found.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
 
