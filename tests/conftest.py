@@ -37,6 +37,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def run_serve(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`databricks-exporter serve ARGS` run to its exit, pointed at a host nothing listens on with a dummy token:
+    how a start-up error (a bad configuration file, say) meets the user."""
+    env = {"DATABRICKS_HOST": "http://127.0.0.1:9", "DATABRICKS_TOKEN": "x" * 10, "PATH": "/usr/bin:/bin",
+           "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "databricks_exporter", "serve", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def http_get(url: str, headers: dict | None = None, timeout: float = 10) -> tuple[int, dict, bytes]:
     request = urllib.request.Request(url, headers=headers or {})
     try:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import json
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -17,7 +15,7 @@ from sql_helpers import (  # noqa: F401 (clock and server are fixtures)
     FakeClock, T0, clock, collector, connected, run_cycle, samples, server, warehouse_in,
 )
 
-from conftest import http_get
+from conftest import http_get, run_serve
 from databricks_exporter.store import MetricStore
 
 pytestmark = pytest.mark.integration
@@ -185,9 +183,7 @@ def test_bad_billing_config_stops_the_exporter_with_exit_code_2(tmp_path):
     path = tmp_path / "c.yml"
     path.write_text(yaml.safe_dump({"collectors": {"billing": {"budgets": [{"name": "b", "period": "week",
                                                                              "amount": 1}]}}}))
-    env = {"DATABRICKS_HOST": "http://127.0.0.1:9", "DATABRICKS_TOKEN": "x" * 10, "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-m", "databricks_exporter", "serve", "--config.file", str(path)],
-                            env=env, capture_output=True, text=True, timeout=60)
+    result = run_serve("--config.file", str(path))
     assert result.returncode == 2, result.stderr
     assert f"{path}: collectors.billing.budgets[0].period: must be day or month" in result.stderr
 

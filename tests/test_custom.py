@@ -6,9 +6,7 @@ file and the key."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ from sql_helpers import (  # noqa: F401 (clock and server are fixtures)
     FakeClock, clock, collector, connected, only, run_cycle, samples, server, sql_server, warehouse_in,
 )
 
-from conftest import ExporterProcess, require_binary, wait_for
+from conftest import ExporterProcess, require_binary, run_serve, wait_for
 from databricks_exporter.cli import DEMO_COLLECTORS
 from databricks_exporter.store import MetricStore
 from test_integration import parse, total
@@ -205,9 +203,6 @@ def test_bad_custom_config_is_refused_naming_file_and_key(tmp_path, queries, key
 def test_bad_custom_config_stops_the_exporter_with_exit_code_2(tmp_path):
     path = tmp_path / "c.yml"
     path.write_text(yaml.safe_dump({"collectors": {"custom": {"queries": [bad(type="counter")]}}}))
-    env = {"DATABRICKS_HOST": "http://127.0.0.1:9", "DATABRICKS_TOKEN": "x" * 10, "PATH": "/usr/bin:/bin",
-           "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
-    result = subprocess.run([sys.executable, "-m", "databricks_exporter", "serve", "--config.file", str(path)],
-                            env=env, capture_output=True, text=True, timeout=60)
+    result = run_serve("--config.file", str(path))
     assert result.returncode == 2, result.stderr
     assert f"{path}: collectors.custom.queries[0].name: a counter's name ends in _total" in result.stderr

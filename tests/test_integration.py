@@ -15,7 +15,7 @@ import pytest
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.service.compute import ListClustersFilterBy, State
 
-from conftest import fast_config, http_get, require_binary, wait_for
+from conftest import fast_config, http_get, require_binary, run_serve, wait_for
 
 pytestmark = pytest.mark.integration
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
@@ -203,9 +203,7 @@ def test_check_reports_each_collector(simulator):
 def test_bad_config_exits_2_naming_the_key(tmp_path, config, key):
     path = tmp_path / "c.yml"
     path.write_text(config)
-    env = {"DATABRICKS_HOST": "http://127.0.0.1:9", "DATABRICKS_TOKEN": "x" * 10, "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-m", "databricks_exporter", "serve", "--config.file", str(path)],
-                            env=env, capture_output=True, text=True, timeout=60)
+    result = run_serve("--config.file", str(path))
     assert result.returncode == 2 and str(path) in result.stderr and key in result.stderr, result.stderr
 
 

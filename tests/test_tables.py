@@ -6,9 +6,6 @@ refused naming the file and the key."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -16,7 +13,7 @@ from sql_helpers import (  # noqa: F401 (clock and server are fixtures)
     FakeClock, clock, collector, connected, only, run_cycle, samples, sql_server, warehouse_in,
 )
 
-from conftest import wait_for
+from conftest import run_serve, wait_for
 from test_integration import parse, total
 from databricks_exporter.store import MetricStore
 
@@ -212,9 +209,6 @@ def test_bad_tables_config_stops_the_exporter_with_exit_code_2(tmp_path):
     path = tmp_path / "c.yml"
     path.write_text(yaml.safe_dump({"collectors": {"tables": {"tables": {"main.sales.orders": {"max_staleness":
                                                                                              "-5m"}}}}}))
-    env = {"DATABRICKS_HOST": "http://127.0.0.1:9", "DATABRICKS_TOKEN": "x" * 10, "PATH": "/usr/bin:/bin",
-           "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
-    result = subprocess.run([sys.executable, "-m", "databricks_exporter", "serve", "--config.file", str(path)],
-                            env=env, capture_output=True, text=True, timeout=60)
+    result = run_serve("--config.file", str(path))
     assert result.returncode == 2, result.stderr
     assert f"{path}: collectors.tables.tables[main.sales.orders].max_staleness:" in result.stderr

@@ -5,14 +5,13 @@ from __future__ import annotations
 import base64
 import ssl
 import subprocess
-import sys
 import urllib.request
 
 import bcrypt
 import pytest
 import yaml
 
-from conftest import fast_config, wait_for
+from conftest import fast_config, run_serve, wait_for
 
 pytestmark = pytest.mark.integration
 PASSWORD = "correct horse battery staple"
@@ -101,7 +100,5 @@ def test_real_prometheus_scrapes_over_tls_with_basic_auth(secured, prometheus_fa
 def test_bad_web_config_exits_2_naming_the_key(tmp_path, web, key):
     path = tmp_path / "web.yml"
     path.write_text(yaml.safe_dump(web))
-    env = {"DATABRICKS_HOST": "http://127.0.0.1:9", "DATABRICKS_TOKEN": "x" * 10, "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-m", "databricks_exporter", "serve", "--web.config.file", str(path)],
-                            env=env, capture_output=True, text=True, timeout=60)
+    result = run_serve("--web.config.file", str(path))
     assert result.returncode == 2 and str(path) in result.stderr and key in result.stderr, result.stderr
