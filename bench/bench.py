@@ -452,6 +452,7 @@ def main() -> None:
         report_requests(snapshots, log_path, window_start, args)
         rss, peak = rss_mb(exporter.pid)
         last = snapshots[-1][1]
+        (work / "metrics.txt").write_text(last)
         series = sum(1 for line in last.splitlines() if line and not line.startswith("#"))
         print(f"\nresident memory of the exporter: {rss:.0f} MB now, {peak:.0f} MB peak (target <= 300 MB)")
         print(f"series on /metrics: {series}; exposition {len(last.encode()) / 1e6:.1f} MB; series folded by the "
