@@ -59,7 +59,8 @@ threading.Event().wait()
 ENDPOINT_COLLECTORS = [("/api/2.2/jobs/", "jobs"), ("/api/2.1/clusters/", "clusters"),
                        ("/api/2.0/sql/warehouses", "warehouses"), ("/api/2.0/sql/history/", "queries"),
                        ("/api/2.0/pipelines", "pipelines")]
-INTERVALS = {"clusters": 30, "warehouses": 30, "jobs": 60, "queries": 60, "pipelines": 60}
+INTERVALS = {"clusters": 30, "warehouses": 30, "jobs": 60, "queries": 60, "pipelines": 60, "utilization": 300,
+             "billing": 900}
 SNAPSHOT_SECONDS = 30        # /metrics snapshots during the window: what changed between two is what a cycle needs
 
 
@@ -375,7 +376,7 @@ def report_requests(snapshots: list[tuple[float, str]], log_path: Path, window_s
     measured_total = minimum_total = 0.0
     owner = {endpoint: next((c for prefix, c in ENDPOINT_COLLECTORS if endpoint.startswith(prefix)), "")
              for endpoint in per_minute}
-    for collector in INTERVALS:
+    for collector in minimum:
         measured = sum(v for endpoint, v in per_minute.items() if owner[endpoint] == collector)
         measured_total += measured
         minimum_total += minimum[collector]
@@ -452,6 +453,7 @@ def main() -> None:
         report_requests(snapshots, log_path, window_start, args)
         rss, peak = rss_mb(exporter.pid)
         last = snapshots[-1][1]
+        (work / "metrics.txt").write_text(last)
         series = sum(1 for line in last.splitlines() if line and not line.startswith("#"))
         print(f"\nresident memory of the exporter: {rss:.0f} MB now, {peak:.0f} MB peak (target <= 300 MB)")
         print(f"series on /metrics: {series}; exposition {len(last.encode()) / 1e6:.1f} MB; series folded by the "

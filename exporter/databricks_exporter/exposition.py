@@ -8,8 +8,8 @@ ends with a sync flush, so the blocks concatenate into one valid deflate stream,
 from the families' CRCs (as zlib's crc32_combine does) rather than computed over the whole body again.
 
 The output is byte for byte what prometheus_client's generate_latest writes for the same families
-(tests/test_store.py compares them); the formatting is done here because going through its objects costs about
-ten times as much per sample."""
+(tests/test_exposition.py compares them); the formatting is done here because going through its objects costs
+about seven times as much per sample."""
 
 from __future__ import annotations
 
