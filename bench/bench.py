@@ -242,6 +242,16 @@ def serve_synthetic(series: int, port: int) -> None:
             store.commit("1234567890123456/jobs", cycle(), {})
 
 
+# How the concurrent scrapers are shaped: back to back, or all at once each second (paced), as Prometheus servers
+# with aligned scrape intervals do.
+SHAPES = {"back to back": False, "all at once each 1 s": True}
+
+
+def loaded_rows(server: str, url: str, pid: int, args) -> list[tuple[str, dict]]:
+    return [(f"{server}, {shape}", hammer(url, args.scrapers, args.scrape_seconds, paced=paced, pid=pid))
+            for shape, paced in SHAPES.items()]
+
+
 def scrape_part(args, work: Path, exporter_url: str | None = None, exporter_pid: int | None = None) -> None:
     rows = []
     if exporter_url:
@@ -259,10 +269,7 @@ def scrape_part(args, work: Path, exporter_url: str | None = None, exporter_pid:
         snapshot.write_text(get(url))
         print(f"  exposition: {snapshot.stat().st_size / 1e6:.1f} MB plain")
         rows.append(("databricks-exporter, one scraper", hammer(url, 1, args.scrape_seconds / 2, pid=target.pid)))
-        rows.append(("databricks-exporter, back to back", hammer(url, args.scrapers, args.scrape_seconds,
-                                                                 pid=target.pid)))
-        rows.append(("databricks-exporter, all at once each 1 s", hammer(url, args.scrapers, args.scrape_seconds,
-                                                                         paced=True, pid=target.pid)))
+        rows += loaded_rows("databricks-exporter", url, target.pid, args)
     finally:
         target.terminate()
         target.wait(30)
@@ -272,10 +279,7 @@ def scrape_part(args, work: Path, exporter_url: str | None = None, exporter_pid:
     try:
         baseline.stdout.readline()
         url = f"http://127.0.0.1:{baseline_port}/metrics"
-        rows.append(("generate_latest, back to back", hammer(url, args.scrapers, args.scrape_seconds,
-                                                             pid=baseline.pid)))
-        rows.append(("generate_latest, all at once each 1 s", hammer(url, args.scrapers, args.scrape_seconds,
-                                                                     paced=True, pid=baseline.pid)))
+        rows += loaded_rows("generate_latest", url, baseline.pid, args)
     finally:
         baseline.terminate()
         baseline.wait(30)
@@ -286,7 +290,7 @@ def scrape_part(args, work: Path, exporter_url: str | None = None, exporter_pid:
               f"{r['per_second']:8.1f} req/s  server CPU (all its threads) {r['server_cpu_us']:7.0f} us/scrape  "
               f"({r['requests']} requests, {r['errors']} errors)")
     ours = {name: r for name, r in rows}
-    for shape in ("back to back", "all at once each 1 s"):
+    for shape in SHAPES:
         a, b = ours[f"databricks-exporter, {shape}"], ours[f"generate_latest, {shape}"]
         print(f"  {shape}: p99 {a['p99_ms']:.1f} ms (target <= 10 ms); {b['p99_ms'] / a['p99_ms']:.0f}x faster at p99 "
               f"than generate_latest (target >= 10x)" + (

@@ -159,10 +159,38 @@ def fast_config(**extra) -> dict:
     return json.loads(json.dumps({**FAST, **extra}))
 
 
-class Prometheus:
+class PrometheusServer:
+    """A Prometheus-project server (Prometheus, Alertmanager) run as a subprocess on a free port, its output in a log
+    file, ready when /-/ready answers 200."""
+
+    name = ""
+
+    def _launch(self, tmp_path: Path, command: list[str]) -> None:
+        self.log_path = tmp_path / f"{self.name}.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+        wait_for(self._ready, 30, what=f"{self.name} ready")
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{self.name} exited:\n{self.log_path.read_text()}")
+        try:
+            return http_get(self.url + "/-/ready", timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self._log.close()
+
+
+class Prometheus(PrometheusServer):
     """The real Prometheus server (Debian's package), scraping the given targets every second. Optionally it sends
     alerts to `alertmanagers` (host:port), and starts on a TSDB that already holds `backfill` (OpenMetrics text,
     written with promtool tsdb create-blocks-from openmetrics): history from before the test began."""
+
+    name = "prometheus"
 
     def __init__(self, tmp_path: Path, targets: list[str], rule_files: list[str] | None = None,
                  alertmanagers: list[str] | None = None, evaluation_interval: str = "1s",
@@ -184,20 +212,8 @@ class Prometheus:
                             str(tmp_path / "tsdb")], check=True, capture_output=True, timeout=60)
         config_path = tmp_path / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config))
-        self.log_path = tmp_path / "prometheus.log"
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [binary, f"--config.file={config_path}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"], stdout=self._log, stderr=subprocess.STDOUT)
-        wait_for(self._ready, 30, what="prometheus ready")
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"prometheus exited:\n{self.log_path.read_text()}")
-        try:
-            return http_get(self.url + "/-/ready", timeout=2)[0] == 200
-        except OSError:
-            return False
+        self._launch(tmp_path, [binary, f"--config.file={config_path}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                f"--web.listen-address=127.0.0.1:{self.port}"])
 
     def query(self, promql: str) -> list[dict]:
         url = f"{self.url}/api/v1/query?query={urllib.parse.quote(promql)}"
@@ -205,11 +221,6 @@ class Prometheus:
         data = json.loads(body)
         assert status == 200 and data["status"] == "success", body
         return data["data"]["result"]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-        self._log.close()
 
 
 @pytest.fixture
@@ -226,8 +237,10 @@ def prometheus_factory(tmp_path):
         prom.stop()
 
 
-class Alertmanager:
+class Alertmanager(PrometheusServer):
     """The real Alertmanager (Debian's prometheus-alertmanager), alone (no cluster), from the given config."""
+
+    name = "alertmanager"
 
     def __init__(self, tmp_path: Path, config: dict):
         binary = require_binary("prometheus-alertmanager")
@@ -236,26 +249,9 @@ class Alertmanager:
         self.address = f"127.0.0.1:{self.port}"
         config_path = tmp_path / "alertmanager.yml"
         config_path.write_text(yaml.safe_dump(config))
-        self.log_path = tmp_path / "alertmanager.log"
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [binary, f"--config.file={config_path}", f"--storage.path={tmp_path / 'alertmanager-data'}",
-             f"--web.listen-address={self.address}", "--cluster.listen-address="],
-            stdout=self._log, stderr=subprocess.STDOUT)
-        wait_for(self._ready, 30, what="alertmanager ready")
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"alertmanager exited:\n{self.log_path.read_text()}")
-        try:
-            return http_get(self.url + "/-/ready", timeout=2)[0] == 200
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-        self._log.close()
+        self._launch(tmp_path, [binary, f"--config.file={config_path}",
+                                f"--storage.path={tmp_path / 'alertmanager-data'}",
+                                f"--web.listen-address={self.address}", "--cluster.listen-address="])
 
 
 class WebhookReceiver:
