@@ -30,6 +30,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from databricks_exporter.collectors import COLLECTORS
+
 SIMULATOR = """
 import json, signal, sys, threading
 from databricks_exporter.simulator.server import SimulatorServer
@@ -59,8 +61,7 @@ threading.Event().wait()
 ENDPOINT_COLLECTORS = [("/api/2.2/jobs/", "jobs"), ("/api/2.1/clusters/", "clusters"),
                        ("/api/2.0/sql/warehouses", "warehouses"), ("/api/2.0/sql/history/", "queries"),
                        ("/api/2.0/pipelines", "pipelines")]
-INTERVALS = {"clusters": 30, "warehouses": 30, "jobs": 60, "queries": 60, "pipelines": 60, "utilization": 300,
-             "billing": 900}
+INTERVALS = {name: spec.default_interval for name, spec in COLLECTORS.items()}      # the bench sets none of its own
 SNAPSHOT_SECONDS = 30        # /metrics snapshots during the window: what changed between two is what a cycle needs
 
 

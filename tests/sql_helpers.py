@@ -107,6 +107,16 @@ def samples(store: MetricStore, name: str) -> list[tuple[dict, object]]:
     return []
 
 
+def by(store: MetricStore, name: str, label: str | None = None, **match) -> dict[str, float]:
+    """The metric's values summed by one label (all under "" without one), over the series whose labels match."""
+    out: dict[str, float] = {}
+    for labels, value in samples(store, name):
+        if all(labels.get(k) == v for k, v in match.items()):
+            key = labels[label] if label else ""
+            out[key] = out.get(key, 0.0) + value
+    return out
+
+
 @contextmanager
 def ticking(clock: FakeClock, step: float = 1.0, every: float = 0.02):
     """Simulated time runs fast in the background (for a warehouse to start while a client waits)."""

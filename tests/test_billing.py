@@ -12,7 +12,7 @@ import json
 import pytest
 import yaml
 from sql_helpers import (  # noqa: F401 (clock and server are fixtures)
-    FakeClock, T0, clock, collector, connected, run_cycle, samples, server, warehouse_in,
+    FakeClock, T0, by, clock, collector, connected, run_cycle, server, warehouse_in,
 )
 
 from conftest import http_get, run_serve
@@ -45,14 +45,6 @@ def closed_day(truth: dict, **flags) -> str:
     candidates = [d for d, v in days.items() if v["complete"] and all(v[k] == want for k, want in flags.items())]
     assert candidates, f"no closed day with {flags}"
     return max(candidates)
-
-
-def by(store: MetricStore, name: str, label: str, **match) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for labels, value in samples(store, name):
-        if all(labels.get(k) == v for k, v in match.items()):
-            out[labels[label]] = out.get(labels[label], 0.0) + value
-    return out
 
 
 def approx(table: dict) -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from sql_helpers import (  # noqa: F401 (clock and server are fixtures)
-    FakeClock, clock, collector, connected, only, run_cycle, samples, server, sql_server, warehouse_in,
+    FakeClock, by, clock, collector, connected, only, run_cycle, server, sql_server, warehouse_in,
 )
 
 from conftest import ExporterProcess, require_binary, run_serve, wait_for
@@ -31,10 +31,6 @@ def workspace(server):
     workspace = connected(server, warehouse_in(server, "RUNNING").id)
     yield workspace
     workspace.sql.close()
-
-
-def by(store: MetricStore, name: str, label: str | None = None) -> dict:
-    return {labels.get(label) if label else "": value for labels, value in samples(store, name)}
 
 
 def test_the_example_is_what_the_demo_runs_and_a_valid_configuration(monkeypatch):

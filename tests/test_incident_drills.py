@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
+from databricks_exporter.config import parse_duration
+
 from conftest import Alertmanager, ExporterProcess, Prometheus, WebhookReceiver, fast_config, http_get, wait_for
 from test_rules import ALERTMANAGER_CONFIG, RULE_FILES
 
@@ -72,17 +74,12 @@ def scaled_rules(path, directory) -> str:
     for group in rules["groups"]:
         for rule in group["rules"]:
             if "for" in rule:
-                rule["for"], scaled = f"{max(1, seconds(rule['for']) // FOR_SCALE)}s", True
+                rule["for"], scaled = f"{max(1, int(parse_duration(rule['for'])) // FOR_SCALE)}s", True
     if not scaled:
         return str(path)
     copy = directory / path.name
     copy.write_text(yaml.safe_dump(rules, sort_keys=False))
     return str(copy)
-
-
-def seconds(duration: str) -> int:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([smhd])", duration))
 
 
 def alertmanager_config(webhook_url: str) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import yaml
 from sql_helpers import (  # noqa: F401 (clock and server are fixtures)
-    FakeClock, clock, collector, connected, only, run_cycle, samples, sql_server, warehouse_in,
+    FakeClock, by, clock, collector, connected, only, run_cycle, samples, sql_server, warehouse_in,
 )
 
 from conftest import run_serve, wait_for
@@ -37,10 +37,6 @@ def world():
     server.shutdown()
 
 
-def by_table(store: MetricStore, name: str) -> dict[str, float]:
-    return {labels["table"]: value for labels, value in samples(store, name)}
-
-
 def statements(server, prefix: str) -> list[str]:
     return [text for _, text in server.sql.executed if text.startswith(prefix)]
 
@@ -52,17 +48,17 @@ def test_every_table_metric_equals_the_truth(world):
     run_cycle(collector("tables", workspace, clock, tables={n: {"max_staleness": "1h"} for n in names}), store)
     for name in names:
         truth = server.sql.table_truth(name)
-        assert by_table(store, "databricks_table_size_bytes")[name] == truth["size_bytes"]
-        assert by_table(store, "databricks_table_files")[name] == truth["num_files"]
-        assert by_table(store, "databricks_table_last_modified_timestamp_seconds")[name] == truth["last_write"]
-        assert by_table(store, "databricks_table_freshness_slo_seconds")[name] == 3600
+        assert by(store, "databricks_table_size_bytes", "table")[name] == truth["size_bytes"]
+        assert by(store, "databricks_table_files", "table")[name] == truth["num_files"]
+        assert by(store, "databricks_table_last_modified_timestamp_seconds", "table")[name] == truth["last_write"]
+        assert by(store, "databricks_table_freshness_slo_seconds", "table")[name] == 3600
         if truth["last_optimize"]:
-            assert by_table(store, "databricks_table_last_optimize_timestamp_seconds")[name] == truth["last_optimize"]
+            assert by(store, "databricks_table_last_optimize_timestamp_seconds", "table")[name] == truth["last_optimize"]
         if truth["last_vacuum"]:
-            assert by_table(store, "databricks_table_last_vacuum_timestamp_seconds")[name] == truth["last_vacuum"]
+            assert by(store, "databricks_table_last_vacuum_timestamp_seconds", "table")[name] == truth["last_vacuum"]
     # Every metric has a value for at least one table (bronze.events is never optimized nor vacuumed).
     assert all(samples(store, metric) for metric in TABLE_METRICS)
-    assert "main.bronze.events" not in by_table(store, "databricks_table_last_optimize_timestamp_seconds")
+    assert "main.bronze.events" not in by(store, "databricks_table_last_optimize_timestamp_seconds", "table")
     # OPTIMIZE is maintenance: it does not count as a write, though it is the table's last commit.
     assert server.sql.table_truth("main.sales.orders")["last_optimize"] < clock()
 
@@ -82,7 +78,7 @@ def test_the_history_is_read_with_a_limit_and_only_when_the_table_changed(world)
     clock.advance(90)         # orders is written (every 5 minutes) in the meantime, daily_revenue is not
     run_cycle(instance, store)
     assert statements(server, "DESCRIBE HISTORY")[2:] == ["DESCRIBE HISTORY `main`.`sales`.`orders` LIMIT 20"]
-    assert by_table(store, "databricks_table_last_modified_timestamp_seconds")["main.sales.orders"] == \
+    assert by(store, "databricks_table_last_modified_timestamp_seconds", "table")["main.sales.orders"] == \
         server.sql.table_truth("main.sales.orders")["last_write"]
 
 
@@ -95,7 +91,7 @@ def test_the_stale_table_exceeds_its_slo_and_a_stopped_writer_makes_any_table_st
     ages = []
     for step in range(10):
         run_cycle(instance, store)
-        last = by_table(store, "databricks_table_last_modified_timestamp_seconds")
+        last = by(store, "databricks_table_last_modified_timestamp_seconds", "table")
         ages.append({name: clock() - value for name, value in last.items()})
         if step == 1:
             server.sql.stop_table_writes("main.sales.orders")
@@ -105,7 +101,7 @@ def test_the_stale_table_exceeds_its_slo_and_a_stopped_writer_makes_any_table_st
     # Its writer's last write is at start + 4 minutes: from then on its age only grows, past the SLO.
     assert max(revenue[:2]) < slo < revenue[-1] and revenue[1:] == sorted(revenue[1:])
     assert max(orders[:2]) < 300 < slo < orders[-1]                           # fresh until its writer stopped
-    assert by_table(store, "databricks_table_freshness_slo_seconds") == {"main.gold.daily_revenue": slo,
+    assert by(store, "databricks_table_freshness_slo_seconds", "table") == {"main.gold.daily_revenue": slo,
                                                                        "main.sales.orders": slo}
 
 
@@ -113,7 +109,7 @@ def test_the_small_files_table_shows_many_small_files(world):
     _, workspace, clock = world
     store = MetricStore()
     run_cycle(collector("tables", workspace, clock, schemas={"main.bronze": None, "main.sales": None}), store)
-    size, files = by_table(store, "databricks_table_size_bytes"), by_table(store, "databricks_table_files")
+    size, files = by(store, "databricks_table_size_bytes", "table"), by(store, "databricks_table_files", "table")
     average = {name: size[name] / files[name] for name in files}
     assert files["main.bronze.events"] >= SMALL_FILES_MIN and average["main.bronze.events"] < SMALL_FILE_BYTES
     assert average["main.sales.orders"] > SMALL_FILE_BYTES         # what the alert must leave alone
@@ -126,9 +122,9 @@ def test_schemas_are_expanded_and_filtered_and_named_tables_keep_their_own_slo(w
                         schemas={"main.raw": {"max_staleness": "2h"}, "main.processed": {"max_staleness": "2h"},
                                  "main.monitoring": {"exclude": ["quality"]}, "main.sales": {"include": ["^ord"]}},
                         tables={"main.raw.customer_data": {"max_staleness": "15m"}}), store)
-    assert sorted(by_table(store, "databricks_table_files")) == [
+    assert sorted(by(store, "databricks_table_files", "table")) == [
         "main.processed.customer_data", "main.raw.customer_data", "main.sales.orders"]
-    assert by_table(store, "databricks_table_freshness_slo_seconds") == {
+    assert by(store, "databricks_table_freshness_slo_seconds", "table") == {
         "main.processed.customer_data": 7200, "main.raw.customer_data": 900}
 
 
@@ -140,15 +136,15 @@ def test_tables_that_cannot_be_described_are_counted_and_do_not_fail_the_others(
     store = MetricStore()
     for _ in range(2):
         run_cycle(instance, store)
-    assert by_table(store, "databricks_table_describe_errors_total") == {
+    assert by(store, "databricks_table_describe_errors_total", "table") == {
         "main.hr.salaries": 2, "main.sales.dropped_last_week": 2}
-    assert sorted(by_table(store, "databricks_table_files")) == ["main.gold.daily_revenue", "main.sales.orders"]
+    assert sorted(by(store, "databricks_table_files", "table")) == ["main.gold.daily_revenue", "main.sales.orders"]
     warnings = [r.getMessage() for r in caplog.records if "cannot describe" in r.getMessage()]
     assert len(warnings) == 2 and any("INSUFFICIENT_PERMISSIONS" in w for w in warnings)      # once per table
     server.sql.drop_table("main.gold.daily_revenue")
     run_cycle(instance, store)
-    assert sorted(by_table(store, "databricks_table_files")) == ["main.sales.orders"]   # its series went
-    assert by_table(store, "databricks_table_describe_errors_total")["main.gold.daily_revenue"] == 1
+    assert sorted(by(store, "databricks_table_files", "table")) == ["main.sales.orders"]   # its series went
+    assert by(store, "databricks_table_describe_errors_total", "table")["main.gold.daily_revenue"] == 1
 
 
 def test_check_describes_the_configured_tables(world):

@@ -153,7 +153,6 @@ class MetricStore:
         self._states: dict[str, dict] = {}                                       # owner -> collector state
         self._version = 0
         self._changed_at: dict[m.Metric, int] = {}    # metric -> store version of its last change (for renderers)
-        self._listeners: list[Callable[[], None]] = []
 
     # --- writing ---------------------------------------------------------------------------------
     def state(self, owner: str) -> dict:
@@ -239,15 +238,10 @@ class MetricStore:
                 metric, value)
             self._changed({metric})
 
-    def on_change(self, listener: Callable[[], None]) -> None:
-        self._listeners.append(listener)
-
     def _changed(self, metrics) -> None:
         self._version += 1
         for metric in metrics:
             self._changed_at[metric] = self._version
-        for listener in self._listeners:
-            listener()
 
     # --- reading ---------------------------------------------------------------------------------
     @property
@@ -287,10 +281,8 @@ class MetricStore:
         """The current value of one series (tests and `once` use this); None when absent."""
         metric = m.REGISTRY[name]
         values = label_values(metric, labels)
-        for family in self.families():
-            if family.metric is metric:
-                return dict(family.samples).get(values)
-        return None
+        with self._lock:
+            return dict(self._family(metric).samples).get(values)
 
     # --- persistence -----------------------------------------------------------------------------
     def save(self) -> None:

@@ -93,9 +93,7 @@ def query_from_config(index: int, raw: Any, error: Callable[[str, str], Exceptio
 
 
 def _number(value: Any) -> float:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float, Decimal)):
+    if isinstance(value, (int, float, Decimal)):     # bool is an int: TRUE counts as 1
         return float(value)
     raise QueryFailed(f"not a number: {value!r}")
 
@@ -184,7 +182,7 @@ class CustomCollector(SystemTableCollector):
             if row[value_key] is None:
                 continue
             value = _number(row[value_key])
-            if query.metric.type == m.COUNTER and (value < 0 or math.isnan(value)):
+            if query.metric.type == m.COUNTER and not 0 <= value < math.inf:
                 raise QueryFailed(f"a counter cannot be {value!r}")
             values = (self.workspace.workspace_id,) + tuple("" if row[k] is None else str(row[k]) for k in label_keys)
             if values in out:

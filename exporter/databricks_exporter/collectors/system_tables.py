@@ -34,6 +34,16 @@ def finite(value: Any) -> float:
     return number
 
 
+def amount(value: Any, none_ok: bool = False) -> float | None:
+    """A count or size from a result row: finite and not negative; a missing one counts as 0 (None with none_ok)."""
+    if value is None:
+        return None if none_ok else 0.0
+    number = finite(value)
+    if number < 0:
+        raise ValueError(f"not an amount: {value!r}")
+    return number
+
+
 def sql_timestamp(seconds: float) -> str:
     """A Databricks SQL TIMESTAMP literal (UTC) for epoch seconds."""
     return "TIMESTAMP '" + dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S") + "'"

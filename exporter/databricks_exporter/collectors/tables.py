@@ -4,7 +4,6 @@ configuration names (one by one, or whole schemas through SHOW TABLES), with eac
 from __future__ import annotations
 
 import logging
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -14,7 +13,7 @@ from ..config import option_value
 from ..sources.sql import describe, rejected
 from ..store import Cycle
 from .base import NameFilter, register
-from .system_tables import SystemTableCollector, utc
+from .system_tables import SystemTableCollector, amount, utc
 
 log = logging.getLogger(__name__)
 
@@ -191,10 +190,7 @@ class TablesCollector(SystemTableCollector):
         since last time (lastModified moved), since the history is the long read."""
         detail = self.query(self.detail_statement(name))[0]
         modified = utc(detail["lastModified"]).timestamp() if detail.get("lastModified") is not None else None
-        seen = {"size_bytes": float(detail["sizeInBytes"] or 0), "files": float(detail["numFiles"] or 0),
-                "commit": modified}
-        if not all(math.isfinite(seen[key]) and seen[key] >= 0 for key in ("size_bytes", "files")):
-            raise ValueError(f"sizeInBytes {detail['sizeInBytes']!r}, numFiles {detail['numFiles']!r}")
+        seen = {"size_bytes": amount(detail["sizeInBytes"]), "files": amount(detail["numFiles"]), "commit": modified}
         if previous.get("commit") == modified:
             return {**previous, **seen}
         commits = [(utc(row["timestamp"]).timestamp(), str(row["operation"] or "").upper())

@@ -11,7 +11,7 @@ from .. import metrics as m
 from ..sources.sql import literal
 from ..store import OTHER, Cycle
 from .base import register
-from .system_tables import SystemTableCollector, finite, sql_timestamp, utc
+from .system_tables import SystemTableCollector, amount, finite, sql_timestamp, utc
 
 RUNNING_STATES = [State.RUNNING, State.RESIZING]
 
@@ -117,19 +117,11 @@ def parse_row(row: dict, now: float) -> tuple[str, str, float, Minute]:
         raise ValueError(f"end_time in the future: {row['end_time']!r}")
     role = "driver" if row["driver"] in (True, "true", 1) else "worker"
     minute = Minute(_ratio(row["cpu_percent"]), _ratio(row["mem_used_percent"]), _ratio(row["mem_swap_percent"]),
-                    _amount(row.get("disk_free_bytes"), none_ok=True), _amount(row["network_received_bytes"]),
-                    _amount(row["network_sent_bytes"]))
+                    amount(row.get("disk_free_bytes"), none_ok=True), amount(row["network_received_bytes"]),
+                    amount(row["network_sent_bytes"]))
     return cluster_id, role, end, minute
 
 
-def _amount(value, none_ok: bool = False) -> float | None:
-    """Bytes: finite and not negative; a missing network figure counts as 0."""
-    if value is None:
-        return None if none_ok else 0.0
-    number = finite(value)
-    if number < 0:
-        raise ValueError(f"not an amount of bytes: {value!r}")
-    return number
 
 
 def _ratio(percent) -> float | None:

@@ -34,7 +34,7 @@ from .billing import BillingModel
 from .queries import MAX_QUERY_MS, QueryLog
 from .tables import CATALOG as TABLES_CATALOG
 from .tables import DeltaTables, SqlTableError, answer
-from .workspace import DAY_MS, HOUR_MS, MINUTE_MS, ApiError, _digest, _node, does_not_exist, \
+from .workspace import DAY_MS, HOUR_MS, MINUTE_MS, ApiError, _digest, _node, _ts, does_not_exist, \
     invalid_parameter
 
 log = logging.getLogger(__name__)
@@ -112,10 +112,6 @@ class SqlError(Exception):
 class Result:
     columns: list[tuple[str, str]]      # (name, Databricks type text)
     rows: list[tuple]
-
-
-def _ts(ms: int) -> dt.datetime:
-    return dt.datetime(1970, 1, 1) + dt.timedelta(milliseconds=ms)
 
 
 class SystemTables:
@@ -638,10 +634,6 @@ class SqlService:
         """From now on nothing writes the Delta table (catalog.schema.table): it goes stale. Unknown names raise
         the 404 a REST handler returns."""
         self._table_intervention(full_name, self.delta.stop_writes)
-
-    def resume_table_writes(self, full_name: str) -> None:
-        """The table's writer works again, from its next scheduled write."""
-        self._table_intervention(full_name, self.delta.resume_writes)
 
     def drop_table(self, full_name: str) -> None:
         """DROP TABLE: DESCRIBE and SELECT answer TABLE_OR_VIEW_NOT_FOUND from now on."""

@@ -11,12 +11,11 @@ main.hr.salaries is listed but not readable by the exporter's principal. stop_wr
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import uuid
 from dataclasses import dataclass, field
 
-from .workspace import DAY_MS, HOUR_MS, MINUTE_MS, SERVICE_PRINCIPAL, _digest
+from .workspace import DAY_MS, HOUR_MS, MINUTE_MS, SERVICE_PRINCIPAL, _digest, _ts
 
 CATALOG = "main"
 MIB = 1024 * 1024
@@ -184,13 +183,6 @@ class DeltaTables:
     def stop_writes(self, name: str, at_ms: int) -> None:
         table = self.table(name)
         table.stopped_at_ms = at_ms
-
-    def resume_writes(self, name: str, at_ms: int) -> None:
-        table = self.table(name)
-        table.stopped_at_ms = None
-        if table.next_write_ms < at_ms:      # the writer picks up at its next slot, it does not catch up
-            missed = (at_ms - table.next_write_ms + table.spec.every_ms - 1) // table.spec.every_ms
-            table.next_write_ms += missed * table.spec.every_ms
 
     def drop(self, name: str) -> Table:
         table = self.table(name)
@@ -441,7 +433,4 @@ def _full_name(name: str) -> str:
 def _json_list(values) -> str:
     return "[" + ",".join(f'"{v}"' for v in values) + "]"
 
-
-def _ts(ms: int) -> dt.datetime:
-    return dt.datetime(1970, 1, 1) + dt.timedelta(milliseconds=ms)
 

@@ -13,6 +13,7 @@ Everything here returns plain JSON-ready dicts shaped like the real REST API (se
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import bisect
 import hashlib
 import heapq
@@ -121,6 +122,11 @@ def decode_page_token(token: str) -> dict:
         return cursor
     except ValueError:
         raise invalid_parameter(f"Invalid page token: {token[:40]}") from None
+
+
+def _ts(ms: int) -> dt.datetime:
+    """Epoch milliseconds as a naive UTC datetime, as a SQL TIMESTAMP column holds it."""
+    return dt.datetime(1970, 1, 1) + dt.timedelta(milliseconds=ms)
 
 
 def _digest(*parts, size: int = 8) -> bytes:
