@@ -271,7 +271,10 @@ def demo_collectors(settings: Settings) -> None:
         if collector is None or any(collector.options.get(key) for key in section if key != "interval"):
             continue
         if collector.interval == spec.default_interval:
-            collector.interval = collector.timeout = parse_duration(section["interval"])
+            default_timeout = max(collector.interval, 10.0)
+            collector.interval = parse_duration(section["interval"])
+            if collector.timeout == default_timeout:        # a timeout the configuration set is kept
+                collector.timeout = max(collector.interval, 10.0)
         collector.options.update({key: copy.deepcopy(value) for key, value in section.items() if key != "interval"})
         spec.validate_options(collector.options, lambda message, key: ConfigError(f"demo {name}.{key}: {message}"))
 
@@ -294,7 +297,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     serverless = [w.id for w in simulator.workspace.warehouses if w.serverless] or \
         [w.id for w in simulator.workspace.warehouses]
     for workspace in settings.workspaces:
-        workspace.warehouse_id = workspace.warehouse_id or os.environ.get("DATABRICKS_WAREHOUSE_ID") or serverless[0]
+        workspace.warehouse_id = workspace.warehouse_id or serverless[0]     # config.load read DATABRICKS_WAREHOUSE_ID
         workspace.tls_ca_bundle = workspace.tls_ca_bundle or simulator.tls_ca_file
     demo_collectors(settings)
     logs.setup(settings.log_level, settings.log_format)

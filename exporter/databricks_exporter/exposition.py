@@ -79,9 +79,7 @@ def format_family(family: Family, openmetrics: bool) -> bytes:
         pairs = labels_of(values)
         before, after = ",".join(pairs[:le_at]), ",".join(pairs[le_at:])
         before, after = (before + "," if before else ""), ("," + after if after else "")
-        total = 0
-        for bound, count in zip(bounds, hist.counts):
-            total += count
+        for bound, (_, total) in zip(bounds, hist.cumulative(metric)):
             out.append(f'{name}_bucket{{{before}le="{bound}"{after}}} {floatToGoString(total)}\n')
         labels = ",".join(pairs)
         labels = f"{{{labels}}}" if labels else ""
