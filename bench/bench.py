@@ -34,7 +34,7 @@ from databricks_exporter.collectors import COLLECTORS
 
 SIMULATOR = """
 import json, signal, sys, threading
-from databricks_exporter.simulator.server import SimulatorServer
+from databricks_sim.server import SimulatorServer
 server = SimulatorServer(port=0, seed=1, **json.loads(sys.argv[1])).start()
 print(server.url, server.token, flush=True)
 stop = threading.Event()

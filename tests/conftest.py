@@ -77,7 +77,7 @@ def require_binary(name: str) -> str:
 
 @pytest.fixture
 def simulator():
-    from databricks_exporter.simulator.server import SimulatorServer
+    from databricks_sim.server import SimulatorServer
 
     server = SimulatorServer(port=0, seed=7).start()
     yield server

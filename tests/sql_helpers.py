@@ -13,7 +13,7 @@ from databricks.sdk import WorkspaceClient
 from databricks_exporter.collectors import COLLECTORS
 from databricks_exporter.config import CollectorSettings, WorkspaceSettings
 from databricks_exporter.engine import Workspace
-from databricks_exporter.simulator import SimulatedWorkspace, SimulatorServer
+from databricks_sim import SimulatedWorkspace, SimulatorServer
 from databricks_exporter.store import Cycle, MetricStore
 
 # A fixed simulated "now" for deterministic tests: 2026-09-21 14:13:20 UTC.

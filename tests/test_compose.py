@@ -19,7 +19,7 @@ from test_integration import parse, total
 from test_rules import ALERTMANAGER_CONFIG, PROMETHEUS, RULE_FILES
 
 from databricks_exporter import config
-from databricks_exporter.simulator.server import DEFAULT_TOKEN
+from databricks_sim.server import DEFAULT_TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -164,7 +164,7 @@ def test_the_simulator_serves_sql_that_the_exporter_reaches_and_trusts():
     """The billing and utilization panels need SQL: the simulator's listener, reachable by its service name, on the
     simulator's first serverless warehouse, with the CA it writes to a volume the exporter reads."""
     from databricks_exporter.cli import _parser
-    from databricks_exporter.simulator import SimulatedWorkspace
+    from databricks_sim import SimulatedWorkspace
 
     simulator, exporter = SERVICES["simulator"], SERVICES["exporter"]
     args = _parser().parse_args(simulator["command"])
@@ -205,29 +205,51 @@ def test_the_exporter_keeps_its_state_on_a_volume():
 
 # --- the image ---------------------------------------------------------------------------------------------------
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
+def dockerfile_stages() -> dict[str, list[tuple[str, str]]]:
+    """Each build stage's instructions, a stage's own after those of the stage it starts FROM."""
     text = re.sub(r"\\\n\s*", " ", DOCKERFILE)
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
-            for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, _, args = line.strip().partition(" ")
+        if name.upper() == "FROM":
+            image, _, stage = args.partition(" AS ")
+            current = [*stages.get(image.strip(), []), ("FROM", image.strip())]
+            stages[stage.strip()] = current
+        else:
+            current.append((name.upper(), args.strip()))
+    return stages
 
 
-def instruction(name: str) -> list[str]:
-    return [args for instr, args in dockerfile_instructions() if instr == name]
+def instruction(name: str, stage: str = "exporter") -> list[str]:
+    return [args for instr, args in dockerfile_stages()[stage] if instr == name]
 
 
 def test_image_is_small_and_runs_the_exporter_by_default():
-    assert instruction("FROM") == ["python:3.11-slim"]
+    assert list(dockerfile_stages())[-1] == "exporter", "the last stage is what `docker build .` makes"
+    assert instruction("FROM") == ["python:3.11-slim", "base"]
     assert instruction("ENTRYPOINT") == ['["databricks-exporter"]']
     assert instruction("CMD") == ['["serve", "--log.format", "json"]']
     assert instruction("EXPOSE") == ["9977"]
 
 
+def test_the_exporter_image_carries_no_simulator_and_the_simulator_image_does():
+    copies = lambda stage: [args.split()[0] for args in instruction("COPY", stage)]
+    assert "simulator" not in copies("exporter")
+    assert "simulator" in copies("simulator") and any("[simulator]" in run for run in instruction("RUN", "simulator"))
+    assert SERVICES["exporter"]["build"]["target"] == "exporter"
+    assert SERVICES["simulator"]["build"]["target"] == "simulator"
+
+
 def test_image_runs_as_a_non_root_user():
-    (user,) = instruction("USER")
-    assert user.split(":")[0] not in ("root", "0"), user
-    names = [name for name, _ in dockerfile_instructions()]
-    assert names.index("USER") > max(i for i, name in enumerate(names) if name == "RUN"), \
-        "the user is set after the last build step, so it is the one the container runs as"
+    for stage in ("exporter", "simulator"):
+        (user,) = instruction("USER", stage)
+        assert user.split(":")[0] not in ("root", "0"), user
+        names = [name for name, _ in dockerfile_stages()[stage]]
+        assert names.index("USER") > max(i for i, name in enumerate(names) if name == "RUN"), \
+            "the user is set after the last build step, so it is the one the container runs as"
 
 
 def healthcheck_code(command: list[str]) -> str:
@@ -244,7 +266,8 @@ def test_image_health_check_asks_healthz_with_the_standard_library():
 
 
 def test_simulator_health_check_asks_an_unauthenticated_path():
-    code = healthcheck_code(SERVICES["simulator"]["healthcheck"]["test"])
+    (healthcheck,) = instruction("HEALTHCHECK", "simulator")
+    code = healthcheck_code(json.loads(healthcheck.split("CMD", 1)[1].strip()))
     compile(code, "healthcheck", "exec")
     assert "127.0.0.1:8080/.well-known/databricks-config" in code
 
@@ -253,7 +276,7 @@ def test_dockerignore_lets_through_what_the_image_copies():
     ignore = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
               if line.strip() and not line.startswith("#")]
     assert ignore[0] == "*", "everything else stays out of the build context"
-    for args in instruction("COPY"):
+    for args in instruction("COPY", "exporter") + instruction("COPY", "simulator"):
         for source in args.split()[:-1]:
             assert f"!{source}" in ignore or f"!{source}/" in ignore, source
             assert (ROOT / source).exists(), source

@@ -395,7 +395,7 @@ class Demo:
     """The simulated workspace, the exporter scraping it, and Prometheus with the project's rules, for the module."""
 
     def __init__(self, directory: Path):
-        from databricks_exporter.simulator.server import SimulatorServer
+        from databricks_sim.server import SimulatorServer
 
         require_binary("prometheus")
         self.exporter = self.prometheus = None

@@ -107,7 +107,7 @@ def exporter_config(simulator) -> dict:
 def yesterday_cost_series(simulator, start: float, end: float, step: float = 15) -> str:
     """OpenMetrics for workspace:databricks_billing_cost_today:sum one day before [start, end]: the list cost of
     yesterday's usage records visible at each moment, as the exporter would have reported it then."""
-    from databricks_exporter.simulator.sql import SIM_CATALOG
+    from databricks_sim.sql import SIM_CATALOG
 
     ws = simulator.workspace
     day = int(start - 86400) // 86400 * 86400
@@ -135,7 +135,7 @@ class Stack:
     """The simulated workspace, webhook server, Alertmanager, exporter and Prometheus of the module's drills."""
 
     def __init__(self, directory):
-        from databricks_exporter.simulator.server import SimulatorServer
+        from databricks_sim.server import SimulatorServer
 
         # Stops everything started so far, in reverse, even when one part fails to stop.
         self._cleanup = contextlib.ExitStack()

@@ -22,7 +22,7 @@ from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import InvalidParameterValue, NotFound, Unauthenticated
 from databricks.sdk.service.compute import ListClustersFilterBy, State
 
-from databricks_exporter.simulator import SimulatedWorkspace, SimulatorServer, run_result_label
+from databricks_sim import SimulatedWorkspace, SimulatorServer, run_result_label
 
 pytestmark = pytest.mark.integration
 
@@ -512,7 +512,7 @@ def test_quiet_server(server, capfd):
 def test_run_prints_connection_lines_and_stops_on_sigterm():
     exporter_dir = Path(__file__).resolve().parents[1] / "exporter"
     env = {**os.environ, "PYTHONPATH": str(exporter_dir)}
-    code = "from databricks_exporter.simulator.server import run; run('127.0.0.1:0', seed=3, token='dapi-cli-test')"
+    code = "from databricks_sim.server import run; run('127.0.0.1:0', seed=3, token='dapi-cli-test')"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
     try:

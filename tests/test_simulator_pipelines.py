@@ -12,8 +12,8 @@ import requests
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import InvalidParameterValue, NotFound
 
-from databricks_exporter.simulator import SimulatedWorkspace, SimulatorServer
-from databricks_exporter.simulator.pipelines import (
+from databricks_sim import SimulatedWorkspace, SimulatorServer
+from databricks_sim.pipelines import (
     STARTUP_STATES,
     TERMINAL_UPDATE_STATES,
     iso_ms,

@@ -1,7 +1,7 @@
 """The simulated workspace's load parameters scale what they say (the benchmark relies on them for its sizes)."""
 
-from databricks_exporter.simulator.queries import QueryLog
-from databricks_exporter.simulator.workspace import SimulatedWorkspace
+from databricks_sim.queries import QueryLog
+from databricks_sim.workspace import SimulatedWorkspace
 
 START = 1_790_000_000.0
 

@@ -9,9 +9,9 @@ from datetime import timezone
 
 import pytest
 
-from databricks_exporter.simulator import SimulatedWorkspace
-from databricks_exporter.simulator.scenarios import SCENARIOS
-from databricks_exporter.simulator.sql import SqlService
+from databricks_sim import SimulatedWorkspace
+from databricks_sim.scenarios import SCENARIOS
+from databricks_sim.sql import SqlService
 from sql_helpers import T0, FakeClock
 
 

@@ -279,11 +279,21 @@ def demo_collectors(settings: Settings) -> None:
         spec.validate_options(collector.options, lambda message, key: ConfigError(f"demo {name}.{key}: {message}"))
 
 
+def _simulator_server():
+    """The simulated workspace's server module: a package of its own, installed by the `simulator` extra."""
+    try:
+        from databricks_sim import server
+    except ImportError as exc:
+        raise ConfigError(f"the simulated workspace is not installed ({exc}): "
+                          "pip install 'databricks-exporter[simulator]'") from None
+    return server
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .simulator.server import SimulatorServer
+    SimulatorServer = _simulator_server().SimulatorServer
 
     host, _, port = args.sim_listen.rpartition(":")
-    # sql_port=0: an HTTPS listener for SQL on a free port, with a throwaway CA and certificate (see simulator/tls.py).
+    # sql_port=0: an HTTPS listener for SQL on a free port, with a throwaway CA and certificate (see databricks_sim/tls.py).
     simulator = SimulatorServer(host=host or "127.0.0.1", port=int(port), seed=args.seed, sql_port=0).start()
     os.environ["DATABRICKS_HOST"] = simulator.url
     os.environ["DATABRICKS_TOKEN"] = simulator.token
@@ -314,8 +324,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "simulate":
-        from .simulator.server import run
-
+        try:
+            run = _simulator_server().run
+        except ConfigError as exc:
+            print(f"databricks-exporter: {exc}", file=sys.stderr)
+            return 2
         logs.setup("info", "text")
         run(args.listen, args.seed, args.token, args.sql_listen, args.sql_hostname, args.sql_tls_dir)
         return 0
