@@ -282,10 +282,12 @@ def demo_collectors(settings: Settings) -> None:
 def _simulator_server():
     """The simulated workspace's server module: a package of its own, installed by the `simulator` extra."""
     try:
+        import duckdb, sqlglot  # noqa: F401,E401  (the extra's own packages: the code alone ships in every install)
         from databricks_sim import server
     except ImportError as exc:
-        raise ConfigError(f"the simulated workspace is not installed ({exc}): "
-                          "pip install 'databricks-exporter[simulator]'") from None
+        print(f"databricks-exporter: the simulated workspace is not installed ({exc}): "
+              "pip install 'databricks-exporter[simulator]'", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
     return server
 
 
@@ -324,11 +326,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "simulate":
-        try:
-            run = _simulator_server().run
-        except ConfigError as exc:
-            print(f"databricks-exporter: {exc}", file=sys.stderr)
-            return 2
+        run = _simulator_server().run
         logs.setup("info", "text")
         run(args.listen, args.seed, args.token, args.sql_listen, args.sql_hostname, args.sql_tls_dir)
         return 0
