@@ -44,6 +44,16 @@ def generated() -> dict[Path, str]:
     return files
 
 
+def drifted(root: Path = ROOT) -> list[Path]:
+    """Generated files that differ from what is committed under root, and committed dashboards nothing generates."""
+    files = generated()
+    differ = [relative for relative, text in files.items()
+              if not (root / relative).is_file() or (root / relative).read_text(encoding="utf-8") != text]
+    orphans = [path.relative_to(root) for path in sorted((root / DASHBOARDS_DIR).glob("*.json"))
+               if path.relative_to(root) not in files]
+    return differ + orphans
+
+
 def write(out: Path) -> list[Path]:
     written = []
     for relative, text in generated().items():
