@@ -71,16 +71,16 @@ GROUPS = [
                        workspace_job:databricks_job_runs:increase1h * 0
                    )
                """,
-              note="Failed means what the exporter's last_failure means: FAILED, TIMEDOUT, INTERNAL_ERROR."),
+               note="Failed means what the exporter's last_failure means: FAILED, TIMEDOUT, INTERNAL_ERROR."),
         Record("workspace_job:databricks_job_runs_concluded:increase1h",
                r"""
                    sum by (workspace_id, job_id) (
                      workspace_job:databricks_job_runs:increase1h{result_state=~"SUCCESS|SUCCESS_WITH_FAILURES|FAILED|TIMEDOUT|INTERNAL_ERROR"}
                    )
                """,
-              note=("Runs that ran to a verdict, success or failure. Cancelled, skipped and "
-                    "concurrency-limited runs say nothing about whether the job works, and would dilute the "
-                    "failure ratio.")),
+               note=("Runs that ran to a verdict, success or failure. Cancelled, skipped and "
+                     "concurrency-limited runs say nothing about whether the job works, and would dilute the "
+                     "failure ratio.")),
         Record("workspace_job:databricks_job_runs:failure_ratio1h",
                r"""
                    workspace_job:databricks_job_runs_failed:increase1h
@@ -105,15 +105,15 @@ GROUPS = [
                        max by (workspace_id) (databricks_exporter_counting_since_timestamp_seconds{collector="jobs"})
                      )
                """,
-              note=("The exporter only knows successes since it began counting. A job that has not succeeded "
-                    'since then is given that moment instead, so "no success in 24 hours" also catches a job '
-                    "that never succeeds.")),
+               note=("The exporter only knows successes since it began counting. A job that has not succeeded "
+                     'since then is given that moment instead, so "no success in 24 hours" also catches a job '
+                     "that never succeeds.")),
         Record("workspace_job_le:databricks_job_run_duration_seconds_bucket:increase1h",
                "sum by (workspace_id, job_id, le) (increase(databricks_job_run_duration_seconds_bucket[1h]))",
-              note=("A job's typical run time now against its own last week. The week is summed from hourly "
-                    "increases read once an hour (168 points per series) instead of one increase over a week "
-                    "of raw samples (20160 points per series at a 30 s scrape): same answer within an hour's "
-                    "alignment, a hundredth of the work.")),
+               note=("A job's typical run time now against its own last week. The week is summed from hourly "
+                     "increases read once an hour (168 points per series) instead of one increase over a week "
+                     "of raw samples (20160 points per series at a 30 s scrape): same answer within an hour's "
+                     "alignment, a hundredth of the work.")),
         Record("workspace_job:databricks_job_run_duration_seconds:p50_6h",
                r"""
                    histogram_quantile(0.5, sum by (workspace_id, job_id, le) (increase(databricks_job_run_duration_seconds_bucket[6h])))
@@ -157,15 +157,15 @@ GROUPS = [
                    )
                      / (sum by (workspace_id, warehouse_id) (workspace_warehouse:databricks_queries:increase1h) > 0)
                """,
-              note="Errors over every query that ended (FINISHED, FAILED, CANCELED)."),
+               note="Errors over every query that ended (FINISHED, FAILED, CANCELED)."),
         Record("workspace_warehouse:databricks_queries_over_5m:increase1h",
                r"""
                    sum by (workspace_id, warehouse_id) (increase(databricks_query_duration_seconds_count[1h]))
                      - on(workspace_id, warehouse_id)
                    sum by (workspace_id, warehouse_id) (increase(databricks_query_duration_seconds_bucket{le=~"300(\\.0)?"}[1h]))
                """,
-              note=("Queries that took longer than 5 minutes: everything above the 300 s bucket. The bound is "
-                    'written "300.0" by the Python client, hence the regex.')),
+               note=("Queries that took longer than 5 minutes: everything above the 300 s bucket. The bound is "
+                     'written "300.0" by the Python client, hence the regex.')),
     ]),
     Group("databricks-pipelines.rules", [
         Record("workspace_pipeline:databricks_pipeline_updates:increase1h",
@@ -203,8 +203,8 @@ GROUPS = [
                      )
                    )
                """,
-              note=("Records that entered a dataset: every expectation of the dataset judges each record once, "
-                    "so the largest passed + failed among them is the dataset's input.")),
+               note=("Records that entered a dataset: every expectation of the dataset judges each record once, "
+                     "so the largest passed + failed among them is the dataset's input.")),
         Record("workspace_pipeline_dataset:databricks_pipeline_dropped_records:increase1h",
                r"""
                    sum by (workspace_id, pipeline_id, dataset) (
@@ -233,8 +233,8 @@ GROUPS = [
                      * scalar(days_in_month())
                      / scalar(clamp_min(day_of_month() - 1 + (time() % 86400) / 86400, 1))
                """,
-              note=("Month-to-date spend at the month's pace so far, carried to the last day of the month "
-                    "(UTC, like the exporter's periods). At least one day counts as elapsed, so the first "
-                    "hours of a month do not explode.")),
+               note=("Month-to-date spend at the month's pace so far, carried to the last day of the month "
+                     "(UTC, like the exporter's periods). At least one day counts as elapsed, so the first "
+                     "hours of a month do not explode.")),
     ]),
 ]

@@ -263,6 +263,12 @@ def test_the_exporter_alerts_select_the_job_prometheus_scrapes():
     assert down == [f'up{{job="{job["job_name"]}"}} == 0', f'absent(up{{job="{job["job_name"]}"}})']
 
 
+def test_alertmanager_names_only_alerts_that_exist():
+    """An inhibition or route naming a renamed alert silently stops working."""
+    named = set(re.findall(r'alertname\s*=~?\s*"?([A-Za-z]+)', ALERTMANAGER_CONFIG.read_text()))
+    assert named and named - set(ALERT_NAMES) == set()
+
+
 def test_alertmanager_keeps_secrets_in_files_with_committed_examples():
     text = ALERTMANAGER_CONFIG.read_text()
     assert not re.search(r"^\s*(routing_key|service_key|api_url|url):\s*\S*(hooks\.slack|events\.pagerduty)",
