@@ -8,7 +8,7 @@ databricks:alert_threshold{threshold="..."} that recording.py records from confi
 from __future__ import annotations
 
 from .config import JOB, JOB_SELECTOR
-from .rules import Alert, Group, steps
+from .rules import Alert, Group, lookup, steps
 
 HEADER = """\
 Alerts for Databricks workspaces watched by databricks-exporter.
@@ -160,8 +160,9 @@ GROUPS = [
               description=("The median run of job {{ $labels.job_name }} (job_id {{ $labels.job_id }}) in "
                            "workspace {{ $labels.workspace_id }} over the last 6 hours took "
                            "{{ $value | humanizeDuration }}, against "
-                           '{{ with printf "workspace_job:databricks_job_run_duration_seconds:p50_7d{workspace_id=\'%s\',job_id=\'%s\'}" $labels.workspace_id $labels.job_id | query }}{{ . | first | value | humanizeDuration }}{{ end }} '
-                           "over the last 7 days.")),
+                           + lookup("workspace_job:databricks_job_run_duration_seconds:p50_7d{workspace_id='%s',job_id='%s'}",
+                                    "workspace_id", "job_id", show="humanizeDuration")
+                           + " over the last 7 days.")),
     ]),
     Group("databricks-compute.alerts", [
         *steps("DatabricksClusterCPUHigh", dashboard="databricks-compute",
@@ -408,8 +409,9 @@ GROUPS = [
                        "its freshness SLO."),
               description=("Table {{ $labels.table }} in workspace {{ $labels.workspace_id }} was last "
                            "modified {{ $value | humanizeDuration }} ago, longer than the "
-                           '{{ with printf "databricks_table_freshness_slo_seconds{workspace_id=\'%s\',table=\'%s\'}" $labels.workspace_id $labels.table | query }}{{ . | first | value | humanizeDuration }}{{ end }} '
-                           "its consumers were promised."),
+                           + lookup("databricks_table_freshness_slo_seconds{workspace_id='%s',table='%s'}",
+                                    "workspace_id", "table", show="humanizeDuration")
+                           + " its consumers were promised."),
               note=("The SLO is per table, from the exporter's configuration "
                     "(collectors.tables.tables.<name>.max_staleness, or the schema's under "
                     "collectors.tables.schemas).")),
@@ -440,8 +442,9 @@ GROUPS = [
               summary="Budget {{ $labels.budget }} is spent for this {{ $labels.period }}.",
               description=('Budget {{ $labels.budget }} has spent {{ $value | printf "%.2f" }} '
                            "{{ $labels.currency }} this {{ $labels.period }}, over its limit of "
-                           '{{ with printf "databricks_budget_limit{budget=\'%s\',period=\'%s\',currency=\'%s\'}" $labels.budget $labels.period $labels.currency | query }}{{ . | first | value | printf "%.2f" }}{{ end }} '
-                           "{{ $labels.currency }}."),
+                           + lookup("databricks_budget_limit{budget='%s',period='%s',currency='%s'}",
+                                    "budget", "period", "currency", show='printf "%.2f"')
+                           + " {{ $labels.currency }}."),
               note="Budgets and their limits come from the exporter's configuration."),
         Alert("DatabricksBudgetForecastOverrun", "warning", dashboard="databricks-cost",
               expr=r"""
@@ -456,8 +459,9 @@ GROUPS = [
               summary="At this month's pace budget {{ $labels.budget }} ends the month over its limit.",
               description=('Budget {{ $labels.budget }} is on course to spend {{ $value | printf "%.2f" }} '
                            "{{ $labels.currency }} by the end of the month, over its monthly limit of "
-                           '{{ with printf "databricks_budget_limit{budget=\'%s\',period=\'month\',currency=\'%s\'}" $labels.budget $labels.currency | query }}{{ . | first | value | printf "%.2f" }}{{ end }} '
-                           "{{ $labels.currency }}.")),
+                           + lookup("databricks_budget_limit{budget='%s',period='month',currency='%s'}",
+                                    "budget", "currency", show='printf "%.2f"')
+                           + " {{ $labels.currency }}.")),
         Alert("DatabricksCostSpike", "warning", dashboard="databricks-cost",
               expr=r"""
                   (
@@ -473,8 +477,9 @@ GROUPS = [
               summary="Workspace {{ $labels.workspace_id }} spends far more today than yesterday.",
               description=('Workspace {{ $labels.workspace_id }} has spent {{ $value | printf "%.2f" }} '
                            "{{ $labels.currency }} so far today (UTC), against "
-                           '{{ with printf "workspace:databricks_billing_cost_today:sum{workspace_id=\'%s\',currency=\'%s\'} offset 1d" $labels.workspace_id $labels.currency | query }}{{ . | first | value | printf "%.2f" }}{{ end }} '
-                           "{{ $labels.currency }} by the same time yesterday."),
+                           + lookup("workspace:databricks_billing_cost_today:sum{workspace_id='%s',currency='%s'} offset 1d",
+                                    "workspace_id", "currency", show='printf "%.2f"')
+                           + " {{ $labels.currency }} by the same time yesterday."),
               note=("Today so far against yesterday at the same time of day, so the billing lag is the same on "
                     "both sides.")),
         Alert("DatabricksBillingDataStale", "warning", dashboard="databricks-cost",

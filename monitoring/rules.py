@@ -65,6 +65,14 @@ def steps(name: str, *, warning: str, critical: str, **common: str) -> list[Aler
     return [Alert(name, "warning", warning, **common), Alert(name, "critical", critical, **common)]
 
 
+def lookup(query: str, *labels: str, show: str) -> str:
+    """An annotation template that quotes another series, e.g. the limit a budget is over: `query` is a printf
+    format filled with the alert's `labels`, `show` the template function that formats the value."""
+    arguments = " ".join(f"$labels.{label}" for label in labels)
+    return (f'{{{{ with printf "{query}" {arguments} | query }}}}'
+            f"{{{{ . | first | value | {show} }}}}{{{{ end }}}}")
+
+
 @dataclass(frozen=True)
 class Group:
     name: str

@@ -125,6 +125,19 @@ def test_alert_is_labelled_and_annotated(rule):
     assert re.fullmatch(r"/d/([a-z-]+)", annotations["dashboard_url"]).group(1) in DASHBOARD_UIDS
 
 
+def test_texts_that_name_the_for_duration_name_the_rules_own():
+    """Descriptions say "for 15 minutes"; `for:` comes from monitoring/config.py, and a changed value must not leave
+    the text behind."""
+    units = {"minutes": "m", "hours": "h"}
+    checked = 0
+    for rule in ALERTS:
+        text = " ".join(rule["annotations"][key] for key in ("summary", "description"))
+        for number, unit in re.findall(r"\bfor (?:at least )?(\d+)\s+(minutes|hours)\b", text):
+            assert f"{number}{units[unit]}" == rule.get("for"), rule["alert"]
+            checked += 1
+    assert checked >= 10
+
+
 def test_alert_pairs_share_a_name_only_across_severities():
     """Two rules may share a name only as its warning and critical steps, which Alertmanager inhibits."""
     for name in ALERT_NAMES:
