@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from databricks_exporter.collectors import COLLECTORS
-from databricks_exporter.config import load
+from databricks_exporter.config import ConfigError, load
 
 from conftest import ROOT
 
@@ -266,5 +266,5 @@ def test_every_statefulset_pod_takes_its_own_share_of_the_workspaces(rendered, t
         watched += [w.name for w in settings.workspaces]
     assert sorted(watched) == ["analytics", "prod-eu", "prod-us", "staging-eu"]
     monkeypatch.setattr(socket, "gethostname", lambda: f"{name}-{replicas}")
-    with pytest.raises(Exception, match="must be below shard.count"):
+    with pytest.raises(ConfigError, match="must be below shard.count"):
         load(path, COLLECTORS)
