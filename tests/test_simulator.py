@@ -23,6 +23,7 @@ from databricks.sdk.errors import InvalidParameterValue, NotFound, Unauthenticat
 from databricks.sdk.service.compute import ListClustersFilterBy, State
 
 from databricks_sim import SimulatedWorkspace, SimulatorServer
+from databricks_sim.truth import Ledger
 
 pytestmark = pytest.mark.integration
 
@@ -412,6 +413,27 @@ def test_pause_freezes_the_world_and_resume_continues(server):
     after = requests.get(f"{url}/simulator/truth", params={"since": 0}).json()
     # Simulated time resumes where it stopped instead of jumping over the pause.
     assert first["now"] < after["now"] < first["now"] + 1.0
+
+
+def test_the_ledger_counts_what_ended_inside_the_window_in_whatever_order_it_was_recorded():
+    ledger = Ledger()
+    ledger.job_run_ended(1, 11, 5_000, "SUCCESS")
+    ledger.job_run_ended(2, 21, 1_000, "FAILED")
+    ledger.job_run_ended(1, 12, 9_000, "SKIPPED")      # planned ahead: it ends after both windows
+    ledger.job_run_ended(1, 13, 2_000, "SUCCESS")
+    assert ledger.job_runs(1_000, 5_000) == {"total": 3, "by_job": {"1": {"SUCCESS": 2}, "2": {"FAILED": 1}}}
+    assert ledger.job_runs(1_001, 4_999) == {"total": 1, "by_job": {"1": {"SUCCESS": 1}}}
+    ledger.pipeline_update_ended("p1", "u1", 3_000, "FAILED", "SCHEDULED")
+    ledger.expectation_records("p1", "orders", "valid_id", 3_000, 90, 10)
+    ledger.expectation_records("p1", "orders", "valid_id", 2_500, 5, 0)
+    ledger.dropped_records("p1", "orders", 3_000, 10)
+    ledger.flow_output_rows("p1", "orders", 3_000, 80)
+    assert ledger.pipelines(2_600, 3_000) == {
+        "pipeline_updates": {"total": 1, "by_state": {"FAILED": 1}, "by_pipeline": {"p1": {"FAILED": 1}},
+                             "by_cause": {"SCHEDULED": {"FAILED": 1}}},
+        "pipeline_expectation_records": {"by_outcome": {"passed": 90, "failed": 10},
+                                         "by_pipeline": {"p1": {"orders": {"valid_id": {"passed": 90, "failed": 10}}}}},
+        "pipeline_dropped_records": {"p1": {"orders": 10}}, "pipeline_flow_output_rows": {"p1": {"orders": 80}}}
 
 
 def test_the_world_keeps_moving_with_the_clock():

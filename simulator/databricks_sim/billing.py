@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 from .common import DAY_MS, HOUR_MS, MINUTE_MS, stable_hex, stable_int
@@ -105,24 +105,6 @@ class UsageRow:
     visible_ms: int
 
 
-@dataclass
-class DayTruth:
-    dbus: Decimal = ZERO
-    cost: Decimal = ZERO
-    visible_ms: int = 0
-    restated: bool = False
-    by_sku: dict = field(default_factory=dict)
-    by_product: dict = field(default_factory=dict)
-    by_job: dict = field(default_factory=dict)
-    by_warehouse: dict = field(default_factory=dict)
-    by_pipeline: dict = field(default_factory=dict)
-    by_tag: dict = field(default_factory=dict)
-
-
-def _add(table: dict, key, amount: Decimal) -> None:
-    table[key] = table.get(key, ZERO) + amount
-
-
 class BillingModel:
     """Hourly usage of the simulated workspace (and a small sibling workspace of the same account)."""
 
@@ -147,7 +129,6 @@ class BillingModel:
             self.prices[sku] = [(start, points[i + 1][0] if i + 1 < len(points) else None, price)
                                 for i, (start, price) in enumerate(points)]
         self.price_change_days = {day_of(start) for segments in self.prices.values() for start, _, _ in segments[1:]}
-        self.truth_days: dict[str, dict[str, DayTruth]] = {self.workspace_id: {}, self.sibling_id: {}}
         self._billables: dict[str, Billable] = {}
         self._undrained: list[UsageRow] = []
         self._pipeline_ids = self._pipeline_id_map()
@@ -342,20 +323,11 @@ class BillingModel:
 
     def _account(self, billable: Billable, day_index: int, quantity: Decimal, price: Decimal, visible: int,
                  restated: bool) -> None:
-        day = self.truth_days[billable.workspace_id].setdefault(day_of(day_index * DAY_MS), DayTruth())
-        cost = quantity * price
-        day.dbus += quantity
-        day.cost += cost
-        day.visible_ms = max(day.visible_ms, visible)
-        day.restated = day.restated or restated
-        _add(day.by_sku, billable.sku, cost)
-        _add(day.by_product, billable.product, cost)
-        for attribute, table in (("job_id", day.by_job), ("warehouse_id", day.by_warehouse),
-                                 ("dlt_pipeline_id", day.by_pipeline)):
-            if billable.meta.get(attribute):
-                _add(table, billable.meta[attribute], cost)
-        for key in TAG_KEYS_TRUTH:
-            _add(day.by_tag.setdefault(key, {}), billable.tags.get(key, ""), cost)
+        self.ws.ledger.billed(
+            billable.workspace_id, day_of(day_index * DAY_MS), quantity, quantity * price, visible, restated,
+            sku=billable.sku, product=billable.product, job_id=billable.meta.get("job_id"),
+            warehouse_id=billable.meta.get("warehouse_id"), pipeline_id=billable.meta.get("dlt_pipeline_id"),
+            tags={key: billable.tags.get(key, "") for key in TAG_KEYS_TRUTH})
 
     def _backfill(self, add, a: int, b: int) -> None:
         """Expected load, hour by hour, of every billable entity before the world's detailed history begins."""
@@ -377,7 +349,8 @@ class BillingModel:
             billable = self._cluster_billable(cluster)
             lo, hi = cluster.spec.autoscale or (cluster.spec.num_workers, cluster.spec.num_workers)
             for hour in range(a // HOUR_MS * HOUR_MS, b, HOUR_MS):
-                if stable_int(seed, "active", cluster.spec.cluster_id, hour, bound=1000) < self._active_share(cluster, hour):
+                share = self._active_share(cluster, hour)
+                if stable_int(seed, "active", cluster.spec.cluster_id, hour, bound=1000) < share:
                     workers = lo + stable_int(seed, "workers", cluster.spec.cluster_id, hour, bound=hi - lo + 1)
                     add(billable, max(hour, a), min(hour + HOUR_MS, b), self._cluster_rate(cluster, workers))
         for warehouse in self.ws.warehouses:
@@ -439,7 +412,8 @@ class BillingModel:
     def truth(self, now_ms: int) -> dict:
         """True DBUs and list cost per UTC day and workspace; `complete` once every record of the day is visible."""
         out = {}
-        for workspace_id, days in self.truth_days.items():
+        for workspace_id in (self.workspace_id, self.sibling_id):
+            days = self.ws.ledger.billed_days(workspace_id)
             rendered = {}
             for day, t in sorted(days.items()):
                 day_end = int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.timezone.utc).timestamp() * 1000) \

@@ -8,8 +8,8 @@ import random
 from dataclasses import dataclass, field
 
 from .common import (
-    DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS, SERVICE_PRINCIPAL, TEAMS, USERS, decode_page_token, encode_page_token,
-    invalid_parameter, legacy_does_not_exist, make_cluster_id, stable_hex, stable_int, digest,
+    DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS, SERVICE_PRINCIPAL, TEAMS, USERS, decode_page_token, digest,
+    encode_page_token, invalid_parameter, legacy_does_not_exist, make_cluster_id, stable_hex, stable_int,
 )
 
 CLUSTER_RETENTION_MS = 30 * DAY_MS

@@ -30,7 +30,6 @@ SUBJECTS = [
 ACTIONS = ["ingest", "etl", "refresh", "aggregate", "sync", "export", "train", "score", "quality-check", "backfill"]
 TASK_KEYS = ["ingest", "validate", "transform", "enrich", "aggregate", "publish", "train", "score", "export"]
 
-
 # The first 60 jobs form the "core" workspace whose schedules guarantee several completed runs every minute;
 # jobs beyond that are the long tail of hourly and daily batch jobs a large workspace has, which keeps the run
 # volume of a 10k-job benchmark workspace realistic rather than 150x the core one.
@@ -41,7 +40,6 @@ TAIL_PERIODS_MIN = [(30, 10), (60, 35), (120, 10), (240, 15), (1440, 25), (None,
 
 def make_run_id(start_ms: int, job_index: int, kind: int) -> int:
     return (start_ms // 1000 - RUN_ID_EPOCH_S) * 10_000_000 + job_index * 100 + kind * 20
-
 
 
 @dataclass

@@ -8,7 +8,7 @@ so an operator can practise the alerts and runbooks end to end.
 
 A scenario is one small class registered with @scenario. Where the simulator makes data it asks the active
 scenarios to change it: `ws.scenarios.apply(hook, at_ms, value, *context)` passes `value` through the method named
-`hook` of every scenario whose window covers `at_ms`. Hooks today: job_outcome (workspace.py, a run's planned
+`hook` of every scenario whose window covers `at_ms`. Hooks today: job_outcome (jobs.py, a run's planned
 outcome), node_minute (sql.py, a row of system.compute.node_timeline), expectation_fail_rate and flow_metrics
 (pipelines.py, a flow_progress batch), billing (billing.py, records to add to system.billing.usage), and
 table_write (tables.py, whether a Delta table's writer commits in its slot). A new
@@ -266,7 +266,7 @@ class SpendSpike(Scenario):
         window.state["billed"] = True
         ws, start = model.ws, window.start_ms
         today = start // DAY_MS * DAY_MS
-        closed = [t.cost for day, t in model.truth_days[model.workspace_id].items()
+        closed = [t.cost for day, t in ws.ledger.billed_days(model.workspace_id).items()
                   if today - 7 * DAY_MS <= _day_ms(day) < today]
         cluster = next(c for c in ws.clusters if c.spec.cluster_id == window.targets["cluster_ids"][0])
         billable = model._cluster_billable(cluster)

@@ -173,7 +173,7 @@ class SimulatorServer:
         self.url = f"http://{public_host}:{bound_port}"
         self.workspace.base_url = self.url
         self.workspace.host_name = public_host
-        # SQL: query history, statements and system tables (simulator/sql.py), and the Thrift listener.
+        # SQL: query history, statements and system tables (sql.py), and the Thrift listener.
         self.sql = SqlService(self.workspace, **(sql_options or {}))
         self.sql_hostname: str | None = None
         self.sql_port: int | None = None
@@ -249,14 +249,14 @@ class SimulatorServer:
             route("GET", "/api/2.2/jobs/runs/get", self._runs_get),
             route("GET", "/api/2.0/sql/warehouses", self._warehouses_list),
             route("GET", "/api/2.0/sql/warehouses/{id}", self._warehouses_get),
-            # Lakeflow Declarative Pipelines (simulator/pipelines.py).
+            # Lakeflow Declarative Pipelines (pipelines.py).
             route("GET", "/api/2.0/pipelines", self._pipelines_list),
             route("GET", "/api/2.0/pipelines/{id}", self._pipelines_get),
             route("GET", "/api/2.0/pipelines/{id}/updates", self._pipeline_updates),
             route("GET", "/api/2.0/pipelines/{id}/updates/{update_id}", self._pipeline_update),
             route("GET", "/api/2.0/pipelines/{id}/events", self._pipeline_events),
             route("GET", "/simulator/pipeline-event-requests", self._pipeline_event_requests, authenticated=False),
-            # SQL (simulator/sql.py): the Statement Execution API and the query history.
+            # SQL (sql.py): the Statement Execution API and the query history.
             route("POST", "/api/2.0/sql/statements", self._statement_execute),
             route("GET", "/api/2.0/sql/statements/{id}", self._statement_get),
             route("GET", "/api/2.0/sql/statements/{id}/result/chunks/{n}", self._statement_chunk),
@@ -267,12 +267,12 @@ class SimulatorServer:
             route("POST", "/simulator/pause", self._pause, authenticated=False),
             route("POST", "/simulator/resume", self._resume, authenticated=False),
             route("GET", "/simulator/stats", self._stats_view, authenticated=False),
-            # Fault injection (simulator/faults.py).
+            # Fault injection (faults.py).
             route("POST", "/simulator/faults", self._faults_set, authenticated=False),
             route("DELETE", "/simulator/faults", self._faults_clear, authenticated=False),
             route("GET", "/simulator/faults", lambda request: Response(200, self.faults.describe()),
                   authenticated=False),
-            # Incident scenarios (simulator/scenarios.py).
+            # Incident scenarios (scenarios.py).
             route("GET", "/simulator/scenarios", lambda request: Response(200, self.workspace.scenarios.describe()),
                   authenticated=False),
             route("DELETE", "/simulator/scenarios", self._scenarios_stop, authenticated=False),

@@ -334,7 +334,8 @@ class SystemTables:
                 key = (cluster_id, session_start, k)
                 instance = self._node_cache.get(key)
                 if instance is None:
-                    instance = self._node_cache[key] = spark_node(cluster_id, session_start, k, running_ms)["instance_id"]
+                    node = spark_node(cluster_id, session_start, k, running_ms)
+                    instance = self._node_cache[key] = node["instance_id"]
                 n = digest(seed, cluster_id, k, minute, size=8)
                 driver = k == 0
                 load = min(0.99, max(0.0, base + wave + (n[0] - 128) / 1280))

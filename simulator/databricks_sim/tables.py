@@ -359,8 +359,8 @@ class DeltaTables:
                    ("isolationLevel", "STRING"), ("isBlindAppend", "BOOLEAN"), ("operationMetrics", "MAP"),
                    ("userMetadata", "STRING"), ("engineInfo", "STRING")]
         commits = table.history[::-1][:limit] if limit is not None else table.history[::-1]
-        rows = [(c.version, sql_timestamp(c.ms), "4242424242", SERVICE_PRINCIPAL, c.operation, c.parameters, c.job, None,
-                 f"0101-{c.ms // 1000 % 1000000:06d}-sim{c.version % 97:02d}", c.read_version,
+        rows = [(c.version, sql_timestamp(c.ms), "4242424242", SERVICE_PRINCIPAL, c.operation, c.parameters, c.job,
+                 None, f"0101-{c.ms // 1000 % 1000000:06d}-sim{c.version % 97:02d}", c.read_version,
                  "WriteSerializable", c.blind_append, c.metrics, None, "Databricks-Runtime/15.4.x-scala2.12")
                 for c in commits]
         return columns, rows

@@ -9,6 +9,8 @@ it. Nothing here looks at API payloads or applies the exporter's rules: the outc
 from __future__ import annotations
 
 import bisect
+from dataclasses import dataclass, field
+from decimal import Decimal
 
 
 class _Entries:
@@ -37,6 +39,22 @@ def _bump(counts: dict, key, n: int = 1) -> None:
     counts[key] = counts.get(key, 0) + n
 
 
+@dataclass
+class BilledDay:
+    """One UTC day of one workspace's billed usage at list price, as the billing model generated it."""
+
+    dbus: Decimal = Decimal(0)
+    cost: Decimal = Decimal(0)
+    visible_ms: int = 0             # when the day's last record becomes visible in system.billing.usage
+    restated: bool = False
+    by_sku: dict = field(default_factory=dict)
+    by_product: dict = field(default_factory=dict)
+    by_job: dict = field(default_factory=dict)
+    by_warehouse: dict = field(default_factory=dict)
+    by_pipeline: dict = field(default_factory=dict)
+    by_tag: dict = field(default_factory=dict)
+
+
 class Ledger:
     """Every count /simulator/truth reports. Record methods take the facts as arguments; window methods answer in
     the response shape of the truth endpoint."""
@@ -48,6 +66,7 @@ class Ledger:
         self._output_rows = _Entries()        # (at_ms, pipeline_id, flow, rows)
         self._dropped = _Entries()            # (at_ms, pipeline_id, dataset, records)
         self._expectations = _Entries()       # (at_ms, pipeline_id, dataset, expectation, passed, failed)
+        self._billed: dict[str, dict[str, BilledDay]] = {}    # workspace_id -> YYYY-MM-DD -> day
 
     # -- recording (called by the domain models)
 
@@ -72,7 +91,29 @@ class Ledger:
                             failed: int) -> None:
         self._expectations.add((at_ms, pipeline_id, dataset, expectation, passed, failed))
 
+    def billed(self, workspace_id: str, day: str, dbus: Decimal, cost: Decimal, visible_ms: int, restated: bool, *,
+               sku: str, product: str, job_id: str | None, warehouse_id: str | None, pipeline_id: str | None,
+               tags: dict[str, str]) -> None:
+        """Usage the billing model generated for one day (at list price), with what it is attributed to."""
+        billed = self.billed_days(workspace_id).setdefault(day, BilledDay())
+        billed.dbus += dbus
+        billed.cost += cost
+        billed.visible_ms = max(billed.visible_ms, visible_ms)
+        billed.restated = billed.restated or restated
+        _bump(billed.by_sku, sku, cost)
+        _bump(billed.by_product, product, cost)
+        for key, table in ((job_id, billed.by_job), (warehouse_id, billed.by_warehouse),
+                           (pipeline_id, billed.by_pipeline)):
+            if key:
+                _bump(table, key, cost)
+        for name, value in tags.items():
+            _bump(billed.by_tag.setdefault(name, {}), value, cost)
+
     # -- windows (the truth endpoint's shapes)
+
+    def billed_days(self, workspace_id: str) -> dict[str, BilledDay]:
+        """Every day billed so far; the billing model decides which are complete (see billing.py)."""
+        return self._billed.setdefault(workspace_id, {})
 
     def job_runs(self, since_ms: float, now_ms: int) -> dict:
         by_job: dict[str, dict[str, int]] = {}
