@@ -6,7 +6,9 @@ import pytest
 
 from databricks_exporter import metrics as m
 from databricks_exporter.exposition import Renderer
-from databricks_exporter.store import Cycle, MetricStore, write_atomically
+from databricks_exporter.cycle import Cycle
+from databricks_exporter.files import write_atomically
+from databricks_exporter.store import MetricStore
 
 
 def committed(store, owner="1/jobs", state=None, **emits):
@@ -110,7 +112,7 @@ def test_exposition_is_cached_until_the_store_changes():
 
 
 def test_cardinality_guard_folds_new_entities_into_other_and_keeps_totals():
-    from databricks_exporter.store import CardinalityGuard
+    from databricks_exporter.cardinality import CardinalityGuard
 
     store = MetricStore()
     guard = CardinalityGuard(limit=6)
@@ -132,9 +134,9 @@ def test_cardinality_guard_folds_new_entities_into_other_and_keeps_totals():
     info = {values[1] for f in store.families() if f.metric is m.JOB_INFO for values, _ in f.samples}
     assert info == {"a", "b"}                            # info gauges of folded jobs are dropped
     assert store.value("databricks_job_runs_active", workspace_id="1", job_id="_other", state="RUNNING") == 2
-    assert state["admitted_entities"] == ["a", "b"]
+    assert store.admitted("1/jobs") == ["a", "b"] and "admitted_entities" not in state
     # admitted jobs keep their place; with more room, the waiting job gets its own series from now on
     assert store.commit("1/jobs", cycle_for(["a", "b", "d"]), state, CardinalityGuard(limit=12)) == 0
-    assert state["admitted_entities"] == ["a", "b", "d"]
+    assert store.admitted("1/jobs") == ["a", "b", "d"]
     assert store.value("databricks_job_runs_total", workspace_id="1", job_id="d", result_state="SUCCESS",
                        trigger="PERIODIC") == 1
