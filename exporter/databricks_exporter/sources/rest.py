@@ -9,7 +9,7 @@ import logging
 import math
 import re
 import time
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 from urllib.parse import urlparse
 
 import requests
@@ -51,7 +51,14 @@ _TRANSLATION: list[tuple[type[Exception], type[errors.SourceError]]] = [
 
 
 def translate(exc: BaseException) -> BaseException:
-    """The exporter's error for an SDK (or HTTP client) error, with the same message; anything else unchanged."""
+    """The exporter's error for an SDK (or HTTP client) error, with the same message; anything else unchanged.
+
+    When the SDK's retries of a 429 or 503 run out of time it raises TimeoutError from the last answer: that answer
+    says what the trouble was."""
+    if isinstance(exc, TimeoutError) and isinstance(exc.__cause__, sdk_errors.DatabricksError):
+        translated = translate(exc.__cause__)
+        translated.args = (f"{exc}: {exc.__cause__}",)
+        return translated
     for sdk_class, ours in _TRANSLATION:
         if isinstance(exc, sdk_class):
             translated = ours(str(exc) or type(exc).__name__)
@@ -94,6 +101,13 @@ def make_client(settings: WorkspaceSettings, http_timeout: float = HTTP_TIMEOUT_
 
 def _given(**kwargs) -> dict:
     return {key: value for key, value in kwargs.items() if value is not None}
+
+
+def _dicts(listing: Callable[[], Iterable]) -> Iterator[dict]:
+    """Every item of an SDK listing (it pages as it goes) as a dict, with errors translated page by page."""
+    with translated():
+        for item in listing():
+            yield item.as_dict()
 
 
 class RestSource:
@@ -146,9 +160,7 @@ class RestSource:
     def clusters(self, states: list[str]) -> Iterator[dict]:
         """Clusters in the given states (PENDING, RUNNING, TERMINATED, ...)."""
         wanted = ListClustersFilterBy(cluster_states=[State(s) for s in states])
-        with translated():
-            for cluster in self.client.clusters.list(filter_by=wanted):
-                yield cluster.as_dict()
+        return _dicts(lambda: self.client.clusters.list(filter_by=wanted))
 
     def cluster(self, cluster_id: str) -> dict:
         with translated():
@@ -157,30 +169,24 @@ class RestSource:
     def cluster_events(self, cluster_id: str, start_ms: int, end_ms: int | None = None,
                        types: list[str] | None = None) -> Iterator[dict]:
         """The cluster's events from start_ms on, oldest first."""
-        with translated():
-            for event in self.client.clusters.events(cluster_id, **_given(
-                    start_time=start_ms, end_time=end_ms,
-                    event_types=[EventType(t) for t in types] if types else None),
-                    order=GetEventsOrder.ASC, page_size=500):
-                yield event.as_dict()
+        window = _given(start_time=start_ms, end_time=end_ms,
+                        event_types=[EventType(t) for t in types] if types else None)
+        return _dicts(lambda: self.client.clusters.events(cluster_id, **window, order=GetEventsOrder.ASC,
+                                                          page_size=500))
 
     # -- jobs
 
     def jobs(self, page_size: int = 100) -> Iterator[dict]:
-        with translated():
-            for job in self.client.jobs.list(limit=page_size):
-                yield job.as_dict()
+        return _dicts(lambda: self.client.jobs.list(limit=page_size))
 
     def job_runs(self, *, start_time_from: int | None = None, start_time_to: int | None = None,
                  active_only: bool | None = None, completed_only: bool | None = None,
                  expand_tasks: bool | None = None, run_type: str | None = None) -> Iterator[dict]:
         """Runs, newest first, 25 to a page (runs/list's largest)."""
-        with translated():
-            for run in self.client.jobs.list_runs(limit=25, **_given(
-                    start_time_from=start_time_from, start_time_to=start_time_to, active_only=active_only,
-                    completed_only=completed_only, expand_tasks=expand_tasks,
-                    run_type=RunType(run_type) if run_type else None)):
-                yield run.as_dict()
+        filters = _given(start_time_from=start_time_from, start_time_to=start_time_to, active_only=active_only,
+                         completed_only=completed_only, expand_tasks=expand_tasks,
+                         run_type=RunType(run_type) if run_type else None)
+        return _dicts(lambda: self.client.jobs.list_runs(limit=25, **filters))
 
     def get_run(self, run_id: int) -> dict:
         with translated():
@@ -189,9 +195,7 @@ class RestSource:
     # -- pipelines
 
     def pipelines(self, page_size: int = 100) -> Iterator[dict]:
-        with translated():
-            for pipeline in self.client.pipelines.list_pipelines(max_results=page_size):
-                yield pipeline.as_dict()
+        return _dicts(lambda: self.client.pipelines.list_pipelines(max_results=page_size))
 
     def pipeline(self, pipeline_id: str) -> dict:
         with translated():
@@ -228,9 +232,7 @@ class RestSource:
     # -- SQL warehouses and their queries
 
     def warehouses(self) -> Iterator[dict]:
-        with translated():
-            for warehouse in self.client.warehouses.list():
-                yield warehouse.as_dict()
+        return _dicts(self.client.warehouses.list)
 
     def warehouse(self, warehouse_id: str) -> dict:
         with translated():
