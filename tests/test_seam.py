@@ -45,7 +45,7 @@ def test_only_the_sources_import_the_sdk_or_the_connector():
 
 @pytest.mark.parametrize("status, error_code, expected", [
     (403, "PERMISSION_DENIED", errors.Forbidden),
-    (401, "UNAUTHENTICATED", errors.Forbidden),
+    (401, "UNAUTHENTICATED", errors.Unauthenticated),
     (404, "RESOURCE_DOES_NOT_EXIST", errors.NotFound),
     (404, "NOT_FOUND", errors.NotFound),
     (429, "REQUEST_LIMIT_EXCEEDED", errors.Throttled),
@@ -89,7 +89,7 @@ def test_the_simulated_workspaces_answers_through_the_real_sdk(simulator):
     with pytest.raises(errors.Unavailable):     # 500
         list(rest.jobs())
     simulator.faults.set({"token_expired": True})
-    with pytest.raises(errors.Forbidden):       # 401
+    with pytest.raises(errors.Unauthenticated):     # 401
         rest.current_user()
     simulator.faults.clear()
     assert rest.current_user()["userName"]

@@ -1,5 +1,5 @@
 """Files written so that a crash at any moment leaves either the old content or the new: the state file, and the
-sinks' spools."""
+sinks' own state files."""
 
 from __future__ import annotations
 

@@ -14,7 +14,11 @@ class NotFound(SourceError):
 
 
 class Forbidden(SourceError):
-    """The credential was refused (401) or lacks the permission (403)."""
+    """The credential lacks the permission (403)."""
+
+
+class Unauthenticated(Forbidden):
+    """The credential itself was refused (401): wrong, expired or revoked."""
 
 
 class Throttled(SourceError):

@@ -16,12 +16,3 @@ class RequestLog(Protocol):
         """A SQL statement a collector ran: outcome success, error or skipped (the warehouse was not woken, and no
         duration)."""
 
-
-class NoRequestLog:
-    """Reports nowhere (`check`, and sources built in tests)."""
-
-    def api_request(self, endpoint: str, status_code: str) -> None:
-        pass
-
-    def sql_statement(self, collector: str, outcome: str, seconds: float | None) -> None:
-        pass

@@ -36,7 +36,7 @@ _KEEP_SEGMENT = re.compile(r"^(\d+\.\d+|v\d+|[A-Za-z_\-.]+)$")
 _TRANSLATION: list[tuple[type[Exception], type[errors.SourceError]]] = [
     (sdk_errors.NotFound, errors.NotFound),
     (sdk_errors.PermissionDenied, errors.Forbidden),
-    (sdk_errors.Unauthenticated, errors.Forbidden),
+    (sdk_errors.Unauthenticated, errors.Unauthenticated),
     (sdk_errors.TooManyRequests, errors.Throttled),
     (sdk_errors.RequestLimitExceeded, errors.Throttled),
     (sdk_errors.ResourceExhausted, errors.Throttled),
