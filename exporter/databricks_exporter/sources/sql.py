@@ -35,7 +35,7 @@ RETRY_DELAY_SECONDS = 2.0
 CONNECTOR_RETRY_SECONDS = 120
 
 
-class SqlUnavailable(errors.Unavailable):
+class SqlUnavailable(errors.SourceError):
     """The SQL source cannot be used: no warehouse configured."""
 
 
@@ -55,6 +55,8 @@ def literal(value: Any) -> str:
 def _transient(exc: Exception) -> bool:
     """Network trouble, an expired session or credential, a busy server: worth a new connection and another try.
     A statement the warehouse rejected (syntax, permissions, missing table) is not."""
+    if isinstance(exc, errors.SourceError):      # from the REST source, asked where the warehouse is
+        return isinstance(exc, (errors.Unavailable, errors.Throttled, errors.Unauthenticated))
     if isinstance(exc, sql_errors.ServerOperationError):
         text = str(exc).upper()
         return any(word in text for word in ("TEMPORARILY_UNAVAILABLE", "INVALID_HANDLE", "SESSION"))
