@@ -69,6 +69,7 @@ def translate(exc: BaseException) -> BaseException:
 
 @contextlib.contextmanager
 def translated():
+    """SDK errors raised inside become the exporter's (see translate)."""
     try:
         yield
     except errors.SourceError:
@@ -117,15 +118,12 @@ class RestSource:
         self.client = client
 
     @classmethod
-    def connect(cls, settings: WorkspaceSettings, report: RequestLog | None = None,
-                retry_timeout: float = RETRY_TIMEOUT_SECONDS) -> "RestSource":
-        """A source for the workspace; every HTTP response from here on (retries included) goes to report."""
-        source = cls(make_client(settings, retry_timeout=retry_timeout))
-        if report is not None:
-            source.report_to(report)
-        return source
+    def connect(cls, settings: WorkspaceSettings, retry_timeout: float = RETRY_TIMEOUT_SECONDS) -> "RestSource":
+        """A source for the workspace (no request made yet). Raises ValueError when no credential can be found."""
+        return cls(make_client(settings, retry_timeout=retry_timeout))
 
     def report_to(self, report: RequestLog) -> None:
+        """Every HTTP response from now on, retries included, goes to report.api_request."""
         session = self.client.api_client._api_client._session  # the SDK has no public hook for this
 
         def hook(response, *args, **kwargs):
