@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -171,3 +172,65 @@ def test_a_state_file_with_the_admitted_entities_in_the_collector_state_loses_no
     restarted = MetricStore(str(path))
     restarted.load()
     assert restarted.admitted("1/jobs") == ["a", "b"]
+
+
+def test_the_exporters_own_counters_are_served_only_once_saved(tmp_path):
+    # Counted by the exporter itself (API requests), outside any collector cycle: what a scrape serves must be in the
+    # file, so that a restart starts from it and increase() sees no drop.
+    path = str(tmp_path / "state.json")
+    store = MetricStore(path)
+    labels = {"workspace_id": "1", "endpoint": "/api/2.1/jobs/runs/list", "status_code": "200"}
+    for _ in range(7):
+        store.inc(m.API_REQUESTS, labels)
+    store.observe(m.SQL_QUERY_DURATION, {"workspace_id": "1", "collector": "billing"}, 0.5)
+    served = Renderer(store).render().decode()
+    assert 'databricks_exporter_api_requests_total{endpoint="/api/2.1/jobs/runs/list",status_code="200",' \
+           'workspace_id="1"} 7.0' in served
+    restarted = MetricStore(path)
+    restarted.load()
+    assert restarted.value("databricks_exporter_api_requests_total", **labels) == 7
+    assert restarted.value("databricks_exporter_sql_query_duration_seconds", workspace_id="1",
+                           collector="billing").count == 1
+
+
+def break_directory(directory: Path) -> Path:
+    """Make every write into `directory` fail, even as root: the directory moves aside and a plain file takes its
+    name (ENOTDIR), as an unmounted or vanished volume would. Returns where the directory went."""
+    aside = directory.with_name(directory.name + ".aside")
+    directory.rename(aside)
+    directory.write_text("")
+    return aside
+
+
+def mend_directory(directory: Path, aside: Path) -> None:
+    directory.unlink()
+    aside.rename(directory)
+
+
+def test_a_failed_save_publishes_nothing_and_recovers_when_the_disk_does(tmp_path):
+    directory = tmp_path / "state"
+    directory.mkdir()
+    path = directory / "state.json"
+    store = MetricStore(str(path))
+    committed(store, state={"cursor": 1}, runs=[("7", "SUCCESS")], jobs=["7"])
+    renderer = Renderer(store)
+    before = renderer.render()
+    aside = break_directory(directory)
+    labels = {"workspace_id": "1", "endpoint": "/api/2.1/jobs/list", "status_code": "200"}
+    store.inc(m.API_REQUESTS, labels)
+    with pytest.raises(OSError, match=f"cannot save the state to {re.escape(str(path))}: File exists"):
+        committed(store, state={"cursor": 2}, runs=[("7", "SUCCESS"), ("8", "FAILED")], jobs=["8"])
+    # Nothing of the failed commit, nor the unsaved request count, is served; the cursor is the saved one.
+    assert renderer.render() == before
+    assert store.state("1/jobs") == {"cursor": 1}
+    assert store.value("databricks_job_runs_total", workspace_id="1", job_id="7", result_state="SUCCESS",
+                       trigger="PERIODIC") == 1
+    mend_directory(directory, aside)
+    committed(store, state={"cursor": 2}, runs=[("7", "SUCCESS"), ("8", "FAILED")], jobs=["8"])
+    assert store.value("databricks_job_runs_total", workspace_id="1", job_id="7", result_state="SUCCESS",
+                       trigger="PERIODIC") == 2
+    assert store.value("databricks_exporter_api_requests_total", **labels) == 1
+    restarted = MetricStore(str(path))
+    restarted.load()
+    assert restarted.state("1/jobs") == {"cursor": 2}
+    assert restarted.value("databricks_exporter_api_requests_total", **labels) == 1

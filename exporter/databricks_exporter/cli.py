@@ -217,6 +217,7 @@ def cmd_serve(settings: Settings, banner: str = "", web_config: WebConfig | None
         sink.stop()
     engine.stop()
     server.shutdown()
+    store.flush()      # the exporter's own counts since the last save: what the next start serves first
     return 0
 
 

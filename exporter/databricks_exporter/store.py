@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 STATE_VERSION = 1
 
 
+class StateSaveError(OSError):
+    """The state file could not be written: nothing of the commit was published, and memory is as before it."""
+
+
 class MetricStore:
     def __init__(self, state_file: str | None = None):
         self.state_file = state_file
@@ -32,6 +36,10 @@ class MetricStore:
         self._admitted: dict[str, list[str]] = {}                                # owner -> the guard's entities
         self._version = 0
         self._changed_at: dict[m.Metric, int] = {}    # metric -> store version of its last change (for renderers)
+        # The exporter's own counts (API requests, SQL statements, pushes) wait here until a save holds them: they
+        # are published only once persisted, so a restart never serves less than was served before it.
+        self._pending_counts: dict[tuple[m.Metric, LabelValues], float] = {}
+        self._pending_observations: list[tuple[m.Metric, LabelValues, float]] = []
 
     # --- writing ---------------------------------------------------------------------------------
     def state(self, owner: str) -> dict:
@@ -50,6 +58,9 @@ class MetricStore:
 
         Persisting before publishing means Prometheus never sees a counter value that a crash could take back."""
         with self._lock:
+            touched = ({metric for metric, _, _ in cycle.increments} | {metric for metric, _, _ in cycle.observations}
+                       | {metric for metric, _ in cycle.forgets})
+            undo = self._snapshot(owner, touched)
             folded = 0
             if guard:
                 admitted = list(self._admitted.get(owner, []))
@@ -71,11 +82,35 @@ class MetricStore:
                         del table[values]
             if state is not None:
                 self._states[owner] = state
-            self.save()
-            self._changed(set(previous) | set(cycle.gauges) | {metric for metric, _, _ in cycle.increments}
-                          | {metric for metric, _, _ in cycle.observations}
-                          | {metric for metric, _ in cycle.forgets})
+            try:
+                self._save_with_pending()
+            except StateSaveError:
+                self._restore(owner, undo)
+                raise
+            self._changed(set(previous) | set(cycle.gauges) | touched)
         return folded
+
+    def _snapshot(self, owner: str, metrics: set[m.Metric]) -> tuple:
+        """What a commit of `owner` touching `metrics` may change, copied so that a failed save can put it back."""
+        counters = {metric: dict(self._counters[metric]) for metric in metrics if metric in self._counters}
+        histograms = {metric: {v: Histogram(list(h.counts), h.sum) for v, h in self._histograms[metric].items()}
+                      for metric in metrics if metric in self._histograms}
+        return (metrics, counters, histograms, self._gauges.get(owner), copy.deepcopy(self._states.get(owner)),
+                list(self._admitted[owner]) if owner in self._admitted else None)
+
+    def _restore(self, owner: str, undo: tuple) -> None:
+        metrics, counters, histograms, gauges, state, admitted = undo
+        for metric in metrics:
+            for table, saved in ((self._counters, counters), (self._histograms, histograms)):
+                if metric in saved:
+                    table[metric] = saved[metric]
+                else:
+                    table.pop(metric, None)
+        for table, saved in ((self._gauges, gauges), (self._states, state), (self._admitted, admitted)):
+            if saved is None:
+                table.pop(owner, None)
+            else:
+                table[owner] = saved
 
     def _existing_series(self, cycle: Cycle) -> set[tuple[m.Metric, LabelValues]]:
         """The counter and histogram series of the cycle's workspace for the metrics the cycle touches."""
@@ -111,20 +146,63 @@ class MetricStore:
             self._changed(set(previous) | set(gauges))
 
     def inc(self, metric: m.Metric, labels: dict[str, Any], amount: float = 1.0) -> None:
-        """An immediate counter increment (the exporter's own bookkeeping, e.g. API requests)."""
+        """A counter increment outside a collector cycle (the exporter's own bookkeeping, e.g. API requests):
+        served once a save holds it (at the next commit, scrape or shutdown)."""
         values = label_values(metric, labels)
         with self._lock:
-            series = self._counters.setdefault(metric, {})
-            series[values] = series.get(values, 0.0) + amount
-            self._changed({metric})
+            key = (metric, values)
+            self._pending_counts[key] = self._pending_counts.get(key, 0.0) + amount
+            if not self.state_file:
+                self._publish_pending()
 
     def observe(self, metric: m.Metric, labels: dict[str, Any], value: float) -> None:
-        """An immediate histogram observation (the exporter's own bookkeeping, e.g. SQL statement durations)."""
+        """A histogram observation outside a collector cycle (e.g. SQL statement durations), served as inc's are."""
         values = label_values(metric, labels)
         with self._lock:
-            self._histograms.setdefault(metric, {}).setdefault(values, Histogram.empty(metric)).observe(
-                metric, value)
-            self._changed({metric})
+            self._pending_observations.append((metric, values, value))
+            if not self.state_file:
+                self._publish_pending()
+
+    def flush(self) -> bool:
+        """Save and publish the exporter's own counts not yet saved. Returns False when the save failed (they then
+        stay unpublished and wait for the next save)."""
+        with self._lock:
+            if not self._pending_counts and not self._pending_observations:
+                return True
+            try:
+                self._save_with_pending()
+            except StateSaveError as exc:
+                log.warning("%s; the exporter's own counters wait for the next save", exc)
+                return False
+            return True
+
+    def _publish_pending(self) -> None:
+        changed = set()
+        for (metric, values), amount in self._pending_counts.items():
+            series = self._counters.setdefault(metric, {})
+            series[values] = series.get(values, 0.0) + amount
+            changed.add(metric)
+        for metric, values, value in self._pending_observations:
+            self._histograms.setdefault(metric, {}).setdefault(values, Histogram.empty(metric)).observe(metric, value)
+            changed.add(metric)
+        self._pending_counts, self._pending_observations = {}, []
+        self._changed(changed)
+
+    def _save_with_pending(self) -> None:
+        """Save memory with the pending counts added, then publish those (the caller holds the lock)."""
+        if not self._pending_counts and not self._pending_observations:
+            self.save()
+            return
+        pending = self._pending_counts, self._pending_observations
+        undo = self._snapshot("", {metric for metric, _ in self._pending_counts}
+                              | {metric for metric, _, _ in self._pending_observations})
+        self._publish_pending()
+        try:
+            self.save()
+        except StateSaveError:
+            self._restore("", undo)
+            self._pending_counts, self._pending_observations = pending
+            raise
 
     def _changed(self, metrics) -> None:
         self._version += 1
@@ -138,6 +216,7 @@ class MetricStore:
 
     def families(self) -> list[Family]:
         """A consistent snapshot of every family with samples, in name order (sinks and renderers read this)."""
+        self.flush()
         with self._lock:
             metrics = set(self._counters) | set(self._histograms)
             for gauges in self._gauges.values():
@@ -148,6 +227,7 @@ class MetricStore:
     def changes_since(self, version: int) -> tuple[int, dict[m.Metric, Family]]:
         """The store's version and, consistently with it, the family of every metric changed after `version`
         (possibly with no samples left): a renderer re-renders those and keeps the rest."""
+        self.flush()
         with self._lock:
             return self._version, {metric: self._family(metric) for metric, at in self._changed_at.items()
                                    if at > version}
@@ -174,6 +254,7 @@ class MetricStore:
 
     # --- persistence -----------------------------------------------------------------------------
     def save(self) -> None:
+        """Write memory to the state file; StateSaveError (naming the file and the reason) when it cannot."""
         if not self.state_file:
             return
         with self._lock:
@@ -186,7 +267,11 @@ class MetricStore:
                 "histograms": {metric.name: [[list(v), h.counts, h.sum] for v, h in series.items()]
                                for metric, series in self._histograms.items()},
             }
-            write_atomically(self.state_file, json.dumps(document, separators=(",", ":")))
+            try:
+                write_atomically(self.state_file, json.dumps(document, separators=(",", ":")))
+            except OSError as exc:
+                raise StateSaveError(f"cannot save the state to {self.state_file}: "
+                                     f"{exc.strerror or exc}") from exc
 
     def load(self) -> str:
         """Load the state file if there is one. Returns what happened, for the start-up log line.
