@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+import yaml
 
 from conftest import fast_config, wait_for
 from test_integration import parse, total
@@ -85,3 +86,29 @@ def test_crash_and_restart_drill(simulator, exporter_factory, prometheus_factory
     finally:
         urllib.request.urlopen(urllib.request.Request(simulator.url + "/simulator/resume", method="POST", data=b""),
                                timeout=10).read()
+
+
+def test_a_state_directory_that_cannot_be_written_downs_the_collectors_until_it_can(exporter_factory):
+    """The volume under the state file goes away (a plain file takes the directory's name, so that even root cannot
+    write there): collectors report down with an error naming the file, the counters served stay those saved, and
+    once the directory is back the collectors come up by themselves and the file holds what is served."""
+    from test_store import break_directory, mend_directory
+
+    exporter = exporter_factory(fast_config())
+    directory = exporter.state_file.parent / "state"
+    directory.mkdir()
+    exporter.state_file = directory / "state.json"
+    config = yaml.safe_load(exporter.config_path.read_text())
+    config["state_file"] = str(exporter.state_file)
+    exporter.config_path.write_text(yaml.safe_dump(config))
+    exporter.start()
+    aside = break_directory(directory)
+    wait_for(lambda: total(parse(exporter.metrics()), "databricks_exporter_collector_up", collector="jobs") == 0,
+             30, what="jobs down while the state cannot be saved")
+    assert f"cannot save the state to {exporter.state_file}" in exporter.log()
+    served = total(parse(exporter.metrics()), "databricks_exporter_api_requests_total")
+    mend_directory(directory, aside)
+    wait_for(lambda: total(parse(exporter.metrics()), "databricks_exporter_collector_up", collector="jobs") == 1,
+             30, what="jobs up again once the state can be saved")
+    saved = json.loads(exporter.state_file.read_text())["counters"]["databricks_exporter_api_requests_total"]
+    assert sum(value for _, value in saved) >= served
