@@ -174,6 +174,7 @@ class Engine:
         try:
             collector.collect(cycle, state)
             folded = self.store.commit(owner, cycle, state, self._guard(workspace, collector))
+            collector.committed(state)
             ok, error = True, ""
             if folded and folded != status.series_dropped:
                 log.warning("series ceiling reached: %d series folded into their \"_other\" aggregate; raise "

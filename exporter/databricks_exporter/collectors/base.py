@@ -50,6 +50,10 @@ class Collector:
         """One cycle: emit into `cycle`, update `state` in place. Raise to fail the cycle (nothing is applied)."""
         raise NotImplementedError
 
+    def committed(self, state: dict) -> None:
+        """The cycle that left `state` was saved and published: what the collector remembers in the process itself
+        (not in `state`) may move on now, and not before, since a cycle that fails is as if it never ran."""
+
     def check(self) -> str:
         """Make the cheapest call that needs this collector's permission; return what it saw, or raise."""
         raise NotImplementedError

@@ -13,8 +13,11 @@ from .base import Collector, Cursor, enum_name, register
 log = logging.getLogger(__name__)
 
 NOT_TERMINATED = ["PENDING", "RUNNING", "RESTARTING", "RESIZING", "TERMINATING", "ERROR", "UNKNOWN"]
-# Terminations remembered this long, so the scan of terminated clusters after a restart counts each once.
+# Terminations remembered this long, so the scan of terminated clusters after a restart counts each once: the scan
+# reads back only to the last successful cycle (less this margin, for a terminated_time set a little before the
+# cluster left the list of live ones), so the memory only needs to outlast the margin, not the exporter's uptime.
 TERMINATION_MEMORY_MS = 2 * 86400 * 1000
+TERMINATION_SCAN_MARGIN_MS = 3600 * 1000
 
 
 @register
@@ -32,8 +35,9 @@ class ClustersCollector(Collector):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # The first cycle of each process also scans terminated clusters: terminations that happened while the
-        # exporter was down (or before its first start, back to counting_since) are counted then.
+        # Until a cycle that scanned terminated clusters is saved, each cycle scans them: terminations that happened
+        # while the exporter was down (since the last saved cycle, or since counting_since at the first start) are
+        # counted then.
         self.scanned_terminated = False
 
     def check(self) -> str:
@@ -63,9 +67,11 @@ class ClustersCollector(Collector):
                       termination_code=reason.get("code") or "UNKNOWN", termination_type=reason.get("type") or "")
 
         if not self.scanned_terminated:
+            scan_from_ms = state.get("terminations_seen_to", 0) - TERMINATION_SCAN_MARGIN_MS
             for cluster in self.rest.clusters(["TERMINATED"]):
                 with cycle.item("terminated cluster"):
-                    count_termination(cluster)
+                    if (cluster.get("terminated_time") or 0) >= scan_from_ms:
+                        count_termination(cluster)
         # Clusters that were alive last cycle and are gone from the list terminated since: one get each.
         for cluster_id in [c for c in alive if c not in current]:
             try:
@@ -75,7 +81,7 @@ class ClustersCollector(Collector):
             with cycle.item("terminated cluster"):
                 if cluster and cluster.get("state") == "TERMINATED":
                     count_termination(cluster)
-        self.scanned_terminated = True
+        state["terminations_seen_to"] = now_ms
         for key in [k for k, ended in counted.items() if ended < now_ms - TERMINATION_MEMORY_MS]:
             del counted[key]
         alive.clear()
@@ -91,6 +97,9 @@ class ClustersCollector(Collector):
         # "_other" holds what the cardinality guard folded; it is an aggregate, not a cluster that went away.
         cycle.keep_only(m.CLUSTER_EVENTS,
                         lambda labels: labels["cluster_id"] in current or labels["cluster_id"] == OTHER)
+
+    def committed(self, state: dict) -> None:
+        self.scanned_terminated = True
 
     def _emit_cluster(self, cycle: Cycle, c: dict) -> None:
         cid = c["cluster_id"]
