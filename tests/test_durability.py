@@ -113,3 +113,34 @@ def test_terminations_of_the_downtime_are_counted_even_when_the_first_cycle_fail
     clock.now += 30
     assert run(store, coll, "1/clusters")
     assert terminations(store) == 1
+
+
+def cluster_events(store: MetricStore, cluster_id: str) -> float:
+    return sum(value for f in store.families() if f.metric is m.CLUSTER_EVENTS
+               for values, value in f.samples if values[1] == cluster_id)
+
+
+def test_a_restarted_cluster_goes_on_from_its_events_cursor(tmp_path):
+    rest, clock = FakeRest(), Clock(T0)
+    running = {"cluster_id": "c1", "state": "RUNNING", "cluster_source": "UI", "start_time": int(T0 * 1000)}
+    rest.clusters_by_id["c1"] = running
+    rest.events["c1"] = [{"timestamp": int(T0 * 1000) - 60_000, "type": "CREATING"},
+                         {"timestamp": int(T0 * 1000) - 1000, "type": "RUNNING"}]
+    store = MetricStore(str(tmp_path / "state.json"))
+    coll = collector("clusters", rest, clock)
+    assert run(store, coll, "1/clusters")
+    assert cluster_events(store, "c1") == 2
+    rest.clusters_by_id["c1"] = terminated("c1", T0 + 60)
+    rest.events["c1"].append({"timestamp": int(T0 * 1000) + 60_000, "type": "TERMINATING"})
+    clock.now += 120
+    assert run(store, coll, "1/clusters")
+    assert cluster_events(store, "c1") == 2        # terminated: its series stays for the retention
+    clock.now += 2 * DAY                              # restarted two days later
+    rest.clusters_by_id["c1"] = {**running, "last_restarted_time": int(clock.now * 1000)}
+    rest.events["c1"].append({"timestamp": int(clock.now * 1000) - 1000, "type": "RESTARTING"})
+    assert run(store, coll, "1/clusters")
+    assert cluster_events(store, "c1") == 4        # TERMINATING and RESTARTING, nothing twice
+    rest.clusters_by_id["c1"] = terminated("c1", clock.now + 10)
+    clock.now += 8 * DAY                              # gone for longer than the retention: forgotten
+    assert run(store, coll, "1/clusters")
+    assert cluster_events(store, "c1") == 0

@@ -195,17 +195,30 @@ def test_event_log_counted_once_with_causes_gauges_and_no_rereads():
                  outcome="failed") == 10
 
 
-def test_deleted_pipelines_disappear_with_their_counters():
+def test_a_pipeline_missing_from_the_list_resumes_from_its_cursor_and_goes_only_after_the_retention():
     now_ms = 1_800_000_000_000
     api = FakePipelinesApi()
     api.add(now_ms - 1000, "flow_progress", {"status": "FAILED"}, level="ERROR", flow="f")
     store, state = MetricStore(), {}
-    collector = make_collector(api, now_ms / 1000)
-    run(collector, store, state)
-    assert store.value("databricks_pipeline_flow_failures_total", workspace_id="ws", pipeline_id="p1",
-                       flow_name="f") == 1
-    api.list_pipelines = lambda max_results=None: iter([])
-    run(collector, store, state)
+    run(make_collector(api, now_ms / 1000), store, state)
+
+    def failures():
+        return store.value("databricks_pipeline_flow_failures_total", workspace_id="ws", pipeline_id="p1",
+                           flow_name="f")
+
+    assert failures() == 1
+    listed = api.list_pipelines
+    api.list_pipelines = lambda max_results=None: iter([])     # one listing without it (a permission blip, say)
+    run(make_collector(api, now_ms / 1000 + 60), store, state)
+    assert failures() == 1 and "p1" in state["pipelines"]
+    api.list_pipelines = listed                                # back: its event log is read on from its cursor
+    api.add(now_ms + 100_000, "flow_progress", {"status": "FAILED"}, level="ERROR", flow="f")
+    run(make_collector(api, now_ms / 1000 + 120), store, state)
+    assert failures() == 2
+    api.list_pipelines = lambda max_results=None: iter([])     # deleted: kept for the 7 days' retention, then gone
+    run(make_collector(api, now_ms / 1000 + 7 * 86400), store, state)
+    assert failures() == 2
+    run(make_collector(api, now_ms / 1000 + 7 * 86400 + 180), store, state)
     assert state["pipelines"] == {}
     assert not [f for f in store.families() if f.metric.collector == "pipelines"]
 

@@ -61,6 +61,7 @@ class Settings:
     sinks: dict[str, SinkSettings] = field(default_factory=dict)
     state_file: str | None = None
     lookback: float = 3600.0
+    retention: float = 7 * 86400.0     # how long an entity missing from its listing keeps its cursors and counters
     listen_address: str = DEFAULT_LISTEN
     log_level: str = "info"
     log_format: str = "text"
@@ -250,6 +251,7 @@ def load(path: str | None, collector_specs: dict[str, Any], sink_specs: dict[str
     settings = Settings(workspaces=[], collectors={}, source=source)
     settings.state_file = top.get("state_file", "str")
     settings.lookback = top.get("lookback", "duration", 3600.0)
+    settings.retention = top.get("retention", "duration", 7 * 86400.0)
     web = top.child("web")
     settings.listen_address = web.get("listen_address", "str", DEFAULT_LISTEN, parse_listen_address)
     web.finish()

@@ -142,7 +142,8 @@ class Engine:
                 self._stop.wait(delay)
                 delay = min(delay * 2, CONNECT_RETRY_MAX_SECONDS)
         for settings in self.enabled:
-            collector = COLLECTORS[settings.name](workspace, settings, self.settings.lookback, self.clock)
+            collector = COLLECTORS[settings.name](workspace, settings, self.settings.lookback, self.clock,
+                                                    self.settings.retention)
             self._spawn(self._run_collector, workspace, collector,
                         name=f"{settings.name}-{workspace.settings.name}")
 
@@ -227,7 +228,8 @@ class Engine:
                 failures.append(f"{workspace.settings.name}: cannot connect: {describe_error(exc)}")
                 return
             for settings in self.enabled:
-                collector = COLLECTORS[settings.name](workspace, settings, self.settings.lookback, self.clock)
+                collector = COLLECTORS[settings.name](workspace, settings, self.settings.lookback, self.clock,
+                                                    self.settings.retention)
                 if not self.run_cycle(workspace, collector):
                     status = self.status[(workspace.settings.name, settings.name)]
                     failures.append(f"{workspace.settings.name}/{settings.name}: {status.last_error}")

@@ -10,6 +10,7 @@ from ..config import CollectorSettings
 from ..cycle import Cycle
 
 COLLECTORS: dict[str, type["Collector"]] = {}
+DEFAULT_RETENTION = 7 * 86400.0
 
 
 def register(cls: type["Collector"]) -> type["Collector"]:
@@ -30,7 +31,8 @@ class Collector:
     # Whether this collector counts completed work (and so has a counting_since).
     counts_work: ClassVar[bool] = False
 
-    def __init__(self, workspace, settings: CollectorSettings, lookback: float, clock=time.time):
+    def __init__(self, workspace, settings: CollectorSettings, lookback: float, clock=time.time,
+                 retention: float = DEFAULT_RETENTION):
         """workspace: the engine's Workspace (its .rest is the REST source; SQL collectors use its .sql)."""
         self.workspace = workspace
         self.rest = workspace.rest
@@ -40,6 +42,7 @@ class Collector:
         self.settings = settings
         self.lookback = lookback
         self.clock = clock
+        self.retention = retention
 
     @classmethod
     def validate_options(cls, options: dict, error: Callable[[str, str], Exception]) -> None:
@@ -91,6 +94,23 @@ class Cursor:
             return
         self.state["watermark"] = watermark
         self.state["seen"] = {k: ts for k, ts in self.state["seen"].items() if ts >= watermark}
+
+
+class Retention:
+    """When each entity (job, pipeline, cluster) was last listed, kept in the collector's state: one that is missing
+    from a listing (a malformed item, a permission blip, a filter change, a terminated cluster) keeps its cursor and
+    counters for `retention`, so it resumes where it was when it comes back; only one gone longer is forgotten."""
+
+    def __init__(self, state: dict, key: str = "last_listed"):
+        self.last_listed: dict[str, float] = state.setdefault(key, {})
+
+    def kept(self, listed, now: float, retention: float) -> set[str]:
+        """Note the entities listed now; return them with those listed within the retention, and forget the rest."""
+        for entity in listed:
+            self.last_listed[str(entity)] = now
+        for entity in [e for e, at in self.last_listed.items() if at < now - retention]:
+            del self.last_listed[entity]
+        return set(self.last_listed)
 
 
 class NameFilter:
