@@ -124,3 +124,11 @@ def test_shards_split_the_workspaces_between_exporters(tmp_path):
     assert all(len(share) >= 5 for share in seen)          # and the shares are roughly even
     assert seen[0] == [w.host for w in load(write(tmp_path, text + "shard: {index: 0, count: 3}\n"),
                                              COLLECTORS).workspaces]   # deterministic
+
+
+def test_the_default_state_file_is_the_services_state_directory_else_the_users():
+    from databricks_exporter.config import default_state_file
+
+    assert default_state_file({"STATE_DIRECTORY": "/var/lib/x:/var/lib/y", "HOME": "/home/u"}) == "/var/lib/x/state.json"
+    assert default_state_file({"XDG_STATE_HOME": "/s", "HOME": "/home/u"}) == "/s/databricks-exporter/state.json"
+    assert default_state_file({"HOME": "/home/u"}).endswith("/.local/state/databricks-exporter/state.json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 
 import pytest
@@ -112,3 +113,26 @@ def test_a_state_directory_that_cannot_be_written_downs_the_collectors_until_it_
              30, what="jobs up again once the state can be saved")
     saved = json.loads(exporter.state_file.read_text())["counters"]["databricks_exporter_api_requests_total"]
     assert sum(value for _, value in saved) >= served
+
+
+def test_without_a_state_file_the_default_location_keeps_counting_across_a_restart(exporter_factory, tmp_path):
+    """No state_file configured: the state goes to the user's state directory (here $XDG_STATE_HOME, inside the
+    test's directory), so a restart counts the lookback hour once, not again."""
+    exporter = exporter_factory(fast_config(state_file=None), env={"XDG_STATE_HOME": str(tmp_path / "xdg")})
+    default = tmp_path / "xdg" / "databricks-exporter" / "state.json"
+    exporter.start()
+    since = total(parse(exporter.metrics()), "databricks_exporter_counting_since_timestamp_seconds", collector="jobs")
+    wait_for(default.exists, 20, what=f"the state in {default}")
+    exporter.kill(signal.SIGTERM)
+    exporter.start()
+    again = total(parse(exporter.metrics()), "databricks_exporter_counting_since_timestamp_seconds", collector="jobs")
+    assert since and again == since
+
+
+def test_no_state_counts_from_the_process_start_not_the_lookback(exporter_factory, tmp_path):
+    exporter = exporter_factory(fast_config(state_file=None), env={"XDG_STATE_HOME": str(tmp_path / "xdg")})
+    started = time.time()
+    exporter.start("--no-state")
+    since = total(parse(exporter.metrics()), "databricks_exporter_counting_since_timestamp_seconds", collector="jobs")
+    assert started - 5 <= since <= time.time()
+    assert not (tmp_path / "xdg").exists()

@@ -12,7 +12,7 @@ import threading
 
 from . import __version__, logs
 from .collectors import COLLECTORS
-from .config import ConfigError, Settings, load, parse_listen_address, parse_duration
+from .config import ConfigError, Settings, default_state_file, load, parse_listen_address, parse_duration
 from .engine import Engine, Workspace, describe_error
 from .exposition import Renderer
 from .sinks import SINKS, start_sinks
@@ -114,7 +114,11 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--web.config.file", dest="web_config_file", metavar="PATH",
                            help="TLS and basic auth, in the Prometheus exporter-toolkit format")
         p.add_argument("--state.file", dest="state_file", metavar="PATH",
-                       help="where cursors and counters persist across restarts")
+                       help="where cursors and counters persist across restarts (default: $STATE_DIRECTORY/state.json, "
+                            "else ~/.local/state/databricks-exporter/state.json)")
+        p.add_argument("--no-state", dest="no_state", action="store_true",
+                       help="keep no state: counting starts at process start (no lookback), and a restart starts "
+                            "every counter from 0 again")
         p.add_argument("--log.level", dest="log_level", choices=["debug", "info", "warning", "error"])
         p.add_argument("--log.format", dest="log_format", choices=["text", "json"])
         for name, spec in COLLECTORS.items():
@@ -148,7 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace, default_state: bool = True) -> Settings:
     settings = load(args.config_file, COLLECTORS, SINKS)
     if getattr(args, "listen_address", None):
         try:
@@ -156,6 +160,12 @@ def _settings(args: argparse.Namespace) -> Settings:
         except ValueError as exc:
             raise ConfigError(f"--web.listen-address: {exc}") from None
     settings.state_file = args.state_file or settings.state_file
+    if args.no_state:
+        # Without a file, counting from the lookback would count that hour again at every start, which Prometheus
+        # cannot tell from a reset: counting starts now instead.
+        settings.state_file, settings.lookback = None, 0.0
+    elif not settings.state_file and default_state:
+        settings.state_file = default_state_file()
     settings.log_level = args.log_level or settings.log_level
     settings.log_format = args.log_format or settings.log_format
     for name, collector in settings.collectors.items():
@@ -302,7 +312,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     os.environ["DATABRICKS_TOKEN"] = simulator.token
     for name in ("DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET", "DATABRICKS_CONFIG_PROFILE"):
         os.environ.pop(name, None)
-    settings = _settings(args)
+    # A demo's simulated workspace is new each time: its state would not fit the next one, so it keeps none unless
+    # told where.
+    settings = _settings(args, default_state=False)
     if args.listen_address is None and args.config_file is None:
         settings.listen_address = "127.0.0.1:9977"
     # SQL collectors work out of the box: the first serverless warehouse (it starts in seconds), and the CA that

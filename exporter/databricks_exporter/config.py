@@ -54,6 +54,17 @@ class WorkspaceSettings:
         return self.auth.get("host") or os.environ.get("DATABRICKS_HOST", "")
 
 
+def default_state_file(environ=os.environ) -> str:
+    """Where the state lives when the configuration names no file: the service's state directory (systemd's
+    StateDirectory= sets $STATE_DIRECTORY; the container image sets it to its volume), else the user's state
+    directory ($XDG_STATE_HOME, else ~/.local/state) under databricks-exporter/."""
+    service = (environ.get("STATE_DIRECTORY") or "").split(":")[0]
+    if service:
+        return os.path.join(service, "state.json")
+    user = environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(user, "databricks-exporter", "state.json")
+
+
 @dataclass
 class Settings:
     workspaces: list[WorkspaceSettings]
