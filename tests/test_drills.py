@@ -28,7 +28,7 @@ def test_a_damaged_state_file_means_a_warning_and_a_fresh_start(exporter_factory
     assert total(samples, "databricks_exporter_collector_up") >= 3
     assert "damaged" in exporter.log() and exporter.state_file.with_suffix(".json.corrupt").exists()
     # and the fresh state it writes is whole JSON again
-    wait_for(lambda: json.loads(exporter.state_file.read_text()).get("version") == 1, 20, what="a new state file")
+    wait_for(lambda: json.loads(exporter.state_file.read_text()).get("version") == 2, 20, what="a new state file")
 
 
 def test_crash_and_restart_drill(simulator, exporter_factory, prometheus_factory):

@@ -3,6 +3,8 @@ way, entities that drop out of one listing and come back. The clock is a variabl
 
 from __future__ import annotations
 
+import json
+
 from databricks_exporter import metrics as m
 from databricks_exporter.collectors import COLLECTORS
 from databricks_exporter.config import CollectorSettings
@@ -144,3 +146,40 @@ def test_a_restarted_cluster_goes_on_from_its_events_cursor(tmp_path):
     clock.now += 8 * DAY                              # gone for longer than the retention: forgotten
     assert run(store, coll, "1/clusters")
     assert cluster_events(store, "c1") == 0
+
+
+def test_a_collector_state_of_the_wrong_shape_resets_that_collector_alone(tmp_path, caplog):
+    from databricks_exporter.config import Settings, WorkspaceSettings
+    from databricks_exporter.engine import Engine
+
+    path = tmp_path / "state.json"
+    jobs_state = {"counting_since": T0 - 3600, "runs": {"watermark": 1, "seen": {}}}
+    path.write_text(json.dumps({"version": 2, "collectors": {
+        "1/clusters": {"counting_since": T0 - 86400, "alive": ["c1"], "events": {}},
+        "1/jobs": jobs_state}, "counters": {}, "histograms": {}}))
+    store = MetricStore(str(path))
+    store.load()
+    rest, clock = FakeRest(), Clock(T0)
+    settings = Settings(workspaces=[WorkspaceSettings("w", {})],
+                        collectors={"clusters": CollectorSettings("clusters", True, 30, 30)})
+    engine = Engine(settings, store, clock)
+    workspace = engine.workspaces[0]
+    workspace.rest, workspace.workspace_id = rest, "1"
+    assert engine.run_cycle(workspace, collector("clusters", rest, clock))
+    assert "unusable (alive is a list, not a dict); it alone starts afresh" in caplog.text
+    assert store.state("1/clusters")["alive"] == {} and store.state("1/clusters")["counting_since"] == T0 - 3600
+    assert store.state("1/jobs") == jobs_state
+
+
+def test_the_exporter_refuses_to_start_on_a_state_file_from_a_newer_version(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "state.json"
+    path.write_text('{"version": 3}')
+    env = {"DATABRICKS_HOST": "http://127.0.0.1:9", "DATABRICKS_TOKEN": "x" * 10, "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-m", "databricks_exporter", "once", "--state.file", str(path)], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"the state file {path} has version 3, written by a newer exporter" in result.stderr
+    assert path.read_text() == '{"version": 3}'

@@ -62,7 +62,7 @@ def test_counters_histograms_and_cursor_survive_a_restart(tmp_path):
     assert dict(hist.cumulative(m.JOB_RUN_DURATION))[60] == 1
 
 
-@pytest.mark.parametrize("content", ["{\"version\": 1, \"count", "not json", "[]", "{\"version\": 99}", ""])
+@pytest.mark.parametrize("content", ["{\"version\": 1, \"count", "not json", "[]", "{\"version\": 0}", ""])
 def test_damaged_state_file_starts_afresh_and_is_kept_aside(tmp_path, content, caplog):
     path = tmp_path / "state.json"
     path.write_text(content)
@@ -234,3 +234,39 @@ def test_a_failed_save_publishes_nothing_and_recovers_when_the_disk_does(tmp_pat
     restarted.load()
     assert restarted.state("1/jobs") == {"cursor": 2}
     assert restarted.value("databricks_exporter_api_requests_total", **labels) == 1
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_an_upgrade_from_the_released_format_keeps_every_counter_and_cursor(tmp_path):
+    # tests/fixtures/state-v1.json: written by the store of f67d193 (version 1) after one cycle of the clusters,
+    # jobs, pipelines and warehouses collectors against the simulator.
+    path = tmp_path / "state.json"
+    shutil.copy(FIXTURES / "state-v1.json", path)
+    old = json.loads(path.read_text())
+    store = MetricStore(str(path))
+    assert store.load() == f"state loaded from {path}"
+    for owner, state in old["collectors"].items():
+        assert store.state(owner) == state
+    for owner, entities in old["admitted_entities"].items():
+        assert store.admitted(owner) == entities
+    for name, rows in old["counters"].items():
+        metric = m.REGISTRY[name]
+        for values, value in rows:
+            assert store.value(name, **dict(zip(metric.labels, values))) == value
+    assert sum(len(rows) for rows in old["counters"].values()) == 226
+    store.save()
+    new = json.loads(path.read_text())
+    assert new["version"] == 2
+    assert {k: v for k, v in new.items() if k != "version"} == {k: v for k, v in old.items() if k != "version"}
+
+
+def test_a_state_file_from_a_newer_exporter_is_refused_and_left_alone(tmp_path):
+    path = tmp_path / "state.json"
+    content = '{"version": 3, "collectors": {}, "counters": {}, "histograms": {}, "something_new": 1}'
+    path.write_text(content)
+    with pytest.raises(ValueError, match=f"state file {re.escape(str(path))} has version 3, written by a newer "
+                                         f"exporter \\(this one reads up to version 2\\)"):
+        MetricStore(str(path)).load()
+    assert path.read_text() == content and not (tmp_path / "state.json.corrupt").exists()

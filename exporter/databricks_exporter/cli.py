@@ -18,7 +18,7 @@ from .exposition import Renderer
 from .sinks import SINKS, start_sinks
 from .sources.errors import Forbidden
 from .sources.rest import RestSource
-from .store import MetricStore
+from .store import MetricStore, StateVersionError
 from .webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("databricks_exporter")
@@ -204,11 +204,22 @@ def _wait_for_signal() -> None:
     stop.wait()
 
 
+def _load_state(store: MetricStore) -> str | None:
+    """store.load(), or None after saying why a state file from a newer exporter is refused."""
+    try:
+        return store.load()
+    except StateVersionError as exc:
+        print(f"databricks-exporter: {exc}", file=sys.stderr)
+        return None
+
+
 def cmd_serve(settings: Settings, banner: str = "", web_config: WebConfig | None = None) -> int:
     from .web import serve
 
     store = MetricStore(settings.state_file)
-    loaded = store.load()
+    loaded = _load_state(store)
+    if loaded is None:
+        return EXIT_CONFIG
     engine = Engine(settings, store)
     server = serve(settings.listen_address, Renderer(store), engine, web_config)
     host, port = server.server_address[:2]
@@ -233,7 +244,8 @@ def cmd_serve(settings: Settings, banner: str = "", web_config: WebConfig | None
 
 def cmd_once(settings: Settings) -> int:
     store = MetricStore(settings.state_file)
-    store.load()
+    if _load_state(store) is None:
+        return EXIT_CONFIG
     failures = Engine(settings, store).run_once()
     sys.stdout.buffer.write(Renderer(store).render())
     sys.stdout.flush()

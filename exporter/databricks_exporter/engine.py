@@ -104,6 +104,7 @@ class Engine:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._verified: set[str] = set()     # owners whose saved state a commit has since replaced
         store.set_gauges("build", {m.BUILD_INFO: {
             label_values(m.BUILD_INFO, {"version": __version__, "python_version": platform.python_version()}): 1}})
 
@@ -171,11 +172,18 @@ class Engine:
         status.cycles += 1
         started, cpu_started = time.monotonic(), time.thread_time()
         state = self.store.state(owner)
+        if owner not in self._verified:
+            problem = collector.state_problem(state)
+            if problem:
+                log.warning("the saved state of this collector is unusable (%s); it alone starts afresh", problem,
+                            extra=context)
+                state = {}
         cycle = Cycle(workspace.workspace_id)
         try:
             collector.collect(cycle, state)
             folded = self.store.commit(owner, cycle, state, self._guard(workspace, collector))
             collector.committed(state)
+            self._verified.add(owner)
             ok, error = True, ""
             if folded and folded != status.series_dropped:
                 log.warning("series ceiling reached: %d series folded into their \"_other\" aggregate; raise "

@@ -18,7 +18,15 @@ from .files import write_atomically
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+# Version 2 keeps the guard's admitted entities under their own key only; version 1 (up to f67d193) also had them
+# in each collector's state in its oldest files. An older file is migrated on load, step by step (MIGRATIONS); a
+# newer one is refused and left as it is.
+STATE_VERSION = 2
+
+
+class StateVersionError(ValueError):
+    """The state file was written by a newer exporter: loading it would lose what this one does not know of, and
+    overwriting it would lose it for the newer one too."""
 
 
 class StateSaveError(OSError):
@@ -282,8 +290,7 @@ class MetricStore:
         try:
             with open(self.state_file, encoding="utf-8") as handle:
                 document = json.load(handle)
-            if not isinstance(document, dict) or document.get("version") != STATE_VERSION:
-                raise ValueError(f"unsupported state version {document.get('version') if isinstance(document, dict) else None!r}")
+            document = migrated(document, self.state_file)
             counters, histograms = {}, {}
             for name, rows in document.get("counters", {}).items():
                 metric = m.REGISTRY.get(name)
@@ -300,7 +307,17 @@ class MetricStore:
             states = document.get("collectors", {})
             if not isinstance(states, dict):
                 raise ValueError("collectors is not a mapping")
-            admitted = admitted_entities(document.get("admitted_entities", {}), states)
+            for owner in [o for o, state in states.items() if not isinstance(state, dict)]:
+                log.warning("state file %s: the state of %s is not a mapping; that collector starts afresh",
+                            self.state_file, owner)
+                del states[owner]
+            admitted = document.get("admitted_entities", {})
+            if not isinstance(admitted, dict):
+                raise ValueError("admitted_entities is not a mapping")
+            admitted = {str(owner): [str(e) for e in entities] for owner, entities in admitted.items()
+                        if isinstance(entities, list)}
+        except StateVersionError:
+            raise
         except (OSError, ValueError, TypeError, AttributeError) as exc:
             aside = f"{self.state_file}.corrupt"
             try:
@@ -318,15 +335,33 @@ class MetricStore:
         return f"state loaded from {self.state_file}"
 
 
-def admitted_entities(saved: Any, states: dict[str, Any]) -> dict[str, list[str]]:
-    """The guard's admitted entities per owner. A state file written before they had a key of their own kept them
-    in each collector's state as "admitted_entities": they are moved out of there (a list of its own, if both)."""
-    if not isinstance(saved, dict):
-        raise ValueError("admitted_entities is not a mapping")
-    admitted = {str(owner): [str(e) for e in entities] for owner, entities in saved.items()
-                if isinstance(entities, list)}
-    for owner, state in states.items():
-        if isinstance(state, dict) and isinstance(state.get("admitted_entities"), list):
-            legacy = [str(e) for e in state.pop("admitted_entities")]
-            admitted.setdefault(owner, legacy)
-    return admitted
+def migrated(document: Any, path: str) -> dict:
+    """The document in the current version: an older one migrated step by step, a newer one refused."""
+    version = document.get("version") if isinstance(document, dict) else None
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"unsupported state version {version!r}")
+    if version > STATE_VERSION:
+        raise StateVersionError(f"the state file {path} has version {version}, written by a newer exporter (this one "
+                                f"reads up to version {STATE_VERSION}); it is left as it is: run the newer exporter, "
+                                f"or move the file away to start counting afresh")
+    while version < STATE_VERSION:
+        document = MIGRATIONS[version](document)
+        version += 1
+        document["version"] = version
+    return document
+
+
+def admitted_out_of_collector_state(document: dict) -> dict:
+    """Version 1 to 2. A version 1 file written before the guard's admitted entities had a key of their own kept
+    them in each collector's state as "admitted_entities": they move out of there (a list of its own, if both)."""
+    admitted = document.setdefault("admitted_entities", {})
+    states = document.get("collectors", {})
+    if isinstance(admitted, dict) and isinstance(states, dict):
+        for owner, state in states.items():
+            if isinstance(state, dict) and isinstance(state.get("admitted_entities"), list):
+                legacy = [str(e) for e in state.pop("admitted_entities")]
+                admitted.setdefault(owner, legacy)
+    return document
+
+
+MIGRATIONS = {1: admitted_out_of_collector_state}

@@ -30,6 +30,9 @@ class Collector:
     permission: ClassVar[str] = ""
     # Whether this collector counts completed work (and so has a counting_since).
     counts_work: ClassVar[bool] = False
+    # The kind of each top-level key of the collector's persisted state, checked before the first cycle that uses
+    # a saved state (state_problem): a state of the wrong shape resets this collector alone.
+    state_shape: ClassVar[dict[str, type | tuple[type, ...]]] = {}
 
     def __init__(self, workspace, settings: CollectorSettings, lookback: float, clock=time.time,
                  retention: float = DEFAULT_RETENTION):
@@ -60,6 +63,22 @@ class Collector:
     def check(self) -> str:
         """Make the cheapest call that needs this collector's permission; return what it saw, or raise."""
         raise NotImplementedError
+
+    def state_problem(self, state: dict) -> str:
+        """What makes a saved state unusable for this collector ('' if nothing): a key of the wrong kind, or a
+        cursor (a mapping with a watermark) whose watermark is not a number or whose seen ids are not a mapping."""
+        shape = {"counting_since": (int, float), "last_listed": dict, **self.state_shape}
+        for key, kind in shape.items():
+            if key in state and (not isinstance(state[key], kind) or isinstance(state[key], bool)):
+                return f"{key} is a {type(state[key]).__name__}, not a {getattr(kind, '__name__', 'number')}"
+        stack = [("", state)]
+        while stack:
+            where, node = stack.pop()
+            if "watermark" in node and (not isinstance(node["watermark"], (int, float))
+                                        or not isinstance(node.get("seen", {}), dict)):
+                return f"the cursor at {where or 'the top'} is damaged"
+            stack.extend((f"{where}/{key}", value) for key, value in node.items() if isinstance(value, dict))
+        return ""
 
     def counting_since(self, state: dict) -> float:
         """Where exactly-once counting began: now minus the lookback on the very first cycle, then persisted."""

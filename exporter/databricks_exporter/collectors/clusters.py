@@ -25,6 +25,7 @@ class ClustersCollector(Collector):
     name = "clusters"
     default_interval = 30.0
     counts_work = True
+    state_shape = {"alive": dict, "terminations": dict, "events": dict, "terminations_seen_to": (int, float)}
     permission = "CAN ATTACH TO or higher on the clusters to watch (workspace admins see all clusters)"
     options = {
         "events": ("bool", True),

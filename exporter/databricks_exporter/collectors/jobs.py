@@ -85,6 +85,7 @@ def listing_start(watermark: float, now: float, rate: float, pending_starts: lis
 @register
 class JobsCollector(Collector):
     name = "jobs"
+    state_shape = {"runs": dict, "pending": dict, "last_success": dict, "last_failure": dict}
     default_interval = 60.0
     counts_work = True
     permission = "CAN VIEW on the jobs to watch (workspace admins see all jobs)"

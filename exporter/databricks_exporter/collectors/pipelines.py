@@ -86,6 +86,7 @@ def latest_update(status: dict) -> dict:
 @register
 class PipelinesCollector(Collector):
     name = "pipelines"
+    state_shape = {"pipelines": dict}
     default_interval = 60.0
     counts_work = True
     permission = "CAN VIEW on the pipelines to watch (workspace admins see all pipelines)"
