@@ -106,8 +106,11 @@ def test_throttling_and_outage_drill(simulator, exporter_factory):
         expected = truth(simulator, since)["job_runs"]["total"]
         wait_for(lambda: total(parse(exporter.metrics()), "databricks_job_runs_total") == expected, 60,
                  what=f"job runs to catch up with the truth ({expected})")
-        samples = parse(exporter.metrics())
-        assert total(samples, "databricks_exporter_collector_up", collector="jobs") == 1
+        # The cycle that caught up may still have failed on a later request: wait for the next successful one
+        # (a condition, not a moment, so a slow machine only makes it take longer).
+        wait_for(lambda: total(parse(exporter.metrics()), "databricks_exporter_collector_up", collector="jobs") == 1,
+                 60, what="jobs up after the faults cleared")
+        assert total(parse(exporter.metrics()), "databricks_job_runs_total") == expected
     finally:
         urllib.request.urlopen(urllib.request.Request(simulator.url + "/simulator/resume", method="POST",
                                                       data=b""), timeout=10).read()
