@@ -136,3 +136,52 @@ def test_no_state_counts_from_the_process_start_not_the_lookback(exporter_factor
     since = total(parse(exporter.metrics()), "databricks_exporter_counting_since_timestamp_seconds", collector="jobs")
     assert started - 5 <= since <= time.time()
     assert not (tmp_path / "xdg").exists()
+
+
+def test_serve_stops_within_5_seconds_on_sigterm_with_the_state_saved(exporter_factory):
+    config = fast_config()
+    config["collectors"].update({"queries": {"interval": "2s"}, "pipelines": {"interval": "2s"}})
+    exporter = exporter_factory(config).start()
+    time.sleep(3)       # cycles in flight, SQL session open
+    served = total(parse(exporter.metrics()), "databricks_exporter_api_requests_total")
+    started = time.monotonic()
+    exporter.proc.send_signal(signal.SIGTERM)
+    exporter.proc.wait(30)
+    assert time.monotonic() - started < 5 and exporter.proc.returncode == 0
+    saved = json.loads(exporter.state_file.read_text())["counters"]["databricks_exporter_api_requests_total"]
+    assert sum(value for _, value in saved) >= served
+    after = exporter.log().split("shutting down", 1)[1]
+    assert "ERROR" not in after and "Traceback" not in after, after
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_demo_stops_within_5_seconds_without_error_spam(tmp_path, sig):
+    import re
+    import subprocess
+    import sys
+
+    from conftest import http_get
+
+    state = tmp_path / "state.json"
+    proc = subprocess.Popen([sys.executable, "-m", "databricks_exporter", "demo", "--sim.listen", "127.0.0.1:0",
+                             "--web.listen-address", "127.0.0.1:0", "--state.file", str(state)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        port = None
+        while port is None:
+            line = proc.stdout.readline()
+            assert line, "demo exited before printing its banner"
+            port = (re.search(r"exporter:\s+http://127.0.0.1:(\d+)/", line) or [None, None])[1]
+        # Ready means every collector finished a cycle: the SQL collectors hold their session.
+        wait_for(lambda: http_get(f"http://127.0.0.1:{port}/readyz", timeout=2)[0] == 200, 90, what="demo ready")
+        started = time.monotonic()
+        proc.send_signal(sig)
+        rest, _ = proc.communicate(timeout=60)
+        assert time.monotonic() - started < 5 and proc.returncode == 0, rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    after = rest.split("shutting down", 1)[1]
+    assert "ERROR" not in after and "Traceback" not in after and len(after.splitlines()) < 5, after
+    assert json.loads(state.read_text())["version"] == 2

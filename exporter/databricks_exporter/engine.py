@@ -78,6 +78,11 @@ class Workspace:
             self._sql = SqlSource(self.rest, self.settings, self)
         return self._sql
 
+    def close(self) -> None:
+        """Close the SQL session, unless a statement still holds it (closing then would wait for the statement)."""
+        if self._sql is not None:
+            self._sql.close(wait=False)
+
     # -- RequestLog
 
     def api_request(self, endpoint: str, status_code: str) -> None:
@@ -114,10 +119,15 @@ class Engine:
             self._spawn(self._run_workspace, workspace, name=f"workspace-{workspace.settings.name}")
         self._spawn(self._watchdog, name="watchdog")
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 3.0) -> None:
+        """Stop the collectors within `timeout` altogether (a cycle still running is abandoned: its thread is a
+        daemon, and its commit, if it comes, is whole), then close the SQL sessions while the server still answers."""
         self._stop.set()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for workspace in self.workspaces:
+            workspace.close()
 
     def _spawn(self, target, *args, name: str) -> None:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
