@@ -183,7 +183,10 @@ def test_the_exporters_own_counters_are_served_only_once_saved(tmp_path):
     for _ in range(7):
         store.inc(m.API_REQUESTS, labels)
     store.observe(m.SQL_QUERY_DURATION, {"workspace_id": "1", "collector": "billing"}, 0.5)
-    served = Renderer(store).render().decode()
+    renderer = Renderer(store)
+    assert b"api_requests_total" not in renderer.render()         # not saved yet, so not served
+    assert store.flush()
+    served = renderer.render().decode()
     assert 'databricks_exporter_api_requests_total{endpoint="/api/2.1/jobs/runs/list",status_code="200",' \
            'workspace_id="1"} 7.0' in served
     restarted = MetricStore(path)

@@ -247,6 +247,7 @@ def cmd_once(settings: Settings) -> int:
     if _load_state(store) is None:
         return EXIT_CONFIG
     failures = Engine(settings, store).run_once()
+    store.flush()
     sys.stdout.buffer.write(Renderer(store).render())
     sys.stdout.flush()
     for failure in failures:

@@ -165,8 +165,10 @@ class Engine:
             self._stop.wait(max(0.0, collector.settings.interval - (time.monotonic() - started)))
 
     def _watchdog(self) -> None:
-        """Marks a collector down as soon as its running cycle passes its timeout, not when it finally returns."""
+        """Marks a collector down as soon as its running cycle passes its timeout, not when it finally returns; and
+        saves the exporter's own counts (API requests, SQL statements) every second, which publishes them."""
         while not self._stop.wait(1.0):
+            self.store.flush()
             now = self.clock()
             if any(s.timed_out(now) and s.up for s in self.status.values()):
                 self.publish_status()

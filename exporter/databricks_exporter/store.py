@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from . import metrics as m
@@ -33,10 +34,83 @@ class StateSaveError(OSError):
     """The state file could not be written: nothing of the commit was published, and memory is as before it."""
 
 
+class Draft:
+    """The changes of one batch of commits, made to copies of the tables they touch (copied on first touch): the
+    store saves the tables with the draft laid over them, and swaps the draft in only once that save succeeded."""
+
+    def __init__(self, store: "MetricStore"):
+        self.store = store
+        self.counters: dict[m.Metric, dict[LabelValues, float]] = {}
+        self.histograms: dict[m.Metric, dict[LabelValues, Histogram]] = {}
+        self.gauges: dict[str, dict[m.Metric, dict[LabelValues, float]]] = {}
+        self.states: dict[str, dict] = {}
+        self.admitted: dict[str, list[str]] = {}
+        self.changed: set[m.Metric] = set()
+
+    def table(self, metric: m.Metric) -> dict:
+        self.changed.add(metric)
+        if metric.type == m.HISTOGRAM:
+            if metric not in self.histograms:
+                self.histograms[metric] = {v: Histogram(list(h.counts), h.sum)
+                                           for v, h in self.store._histograms.get(metric, {}).items()}
+            return self.histograms[metric]
+        if metric not in self.counters:
+            self.counters[metric] = dict(self.store._counters.get(metric, {}))
+        return self.counters[metric]
+
+    def add(self, metric: m.Metric, values: LabelValues, amount: float) -> None:
+        series = self.table(metric)
+        series[values] = series.get(values, 0.0) + amount
+
+    def observe(self, metric: m.Metric, values: LabelValues, value: float) -> None:
+        self.table(metric).setdefault(values, Histogram.empty(metric)).observe(metric, value)
+
+    def apply(self, commit: "Commit") -> None:
+        owner, cycle = commit.owner, commit.cycle
+        if commit.guard:
+            admitted = list(self.admitted.get(owner, self.store._admitted.get(owner, [])))
+            commit.folded = commit.guard.apply(cycle, self.existing_series(cycle), admitted)
+            self.admitted[owner] = admitted
+        self.changed.update(self.gauges.get(owner, self.store._gauges.get(owner, {})), cycle.gauges)
+        self.gauges[owner] = cycle.gauges
+        for metric, values, amount in cycle.increments:
+            self.add(metric, values, amount)
+        for metric, values, value in cycle.observations:
+            self.observe(metric, values, value)
+        for metric, keep in cycle.forgets:
+            table = self.table(metric)
+            ws_index = metric.labels.index("workspace_id")
+            for values in [v for v in table if v[ws_index] == cycle.workspace_id]:
+                if not keep(dict(zip(metric.labels, values))):
+                    del table[values]
+        if commit.state is not None:
+            self.states[owner] = commit.state
+
+    def existing_series(self, cycle: Cycle) -> set[tuple[m.Metric, LabelValues]]:
+        """The counter and histogram series of the cycle's workspace for the metrics the cycle touches."""
+        out = set()
+        for metric in {metric for metric, _, _ in cycle.increments + cycle.observations}:
+            index = metric.labels.index("workspace_id")
+            out.update((metric, values) for values in self.table(metric) if values[index] == cycle.workspace_id)
+        return out
+
+
+@dataclass
+class Commit:
+    """One collector cycle waiting for the save that publishes it."""
+    owner: str
+    cycle: Cycle
+    state: dict | None
+    guard: CardinalityGuard | None
+    folded: int = 0
+    error: StateSaveError | None = None
+
+
 class MetricStore:
     def __init__(self, state_file: str | None = None):
         self.state_file = state_file
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()    # held briefly, by readers and by the swap of a saved draft
+        self._save_lock = threading.Lock()   # one save at a time; the tables change only under it
         self._gauges: dict[str, dict[m.Metric, dict[LabelValues, float]]] = {}   # owner -> gauges
         self._counters: dict[m.Metric, dict[LabelValues, float]] = {}
         self._histograms: dict[m.Metric, dict[LabelValues, Histogram]] = {}
@@ -44,10 +118,13 @@ class MetricStore:
         self._admitted: dict[str, list[str]] = {}                                # owner -> the guard's entities
         self._version = 0
         self._changed_at: dict[m.Metric, int] = {}    # metric -> store version of its last change (for renderers)
+        self._queue: list[Commit] = []
         # The exporter's own counts (API requests, SQL statements, pushes) wait here until a save holds them: they
         # are published only once persisted, so a restart never serves less than was served before it.
         self._pending_counts: dict[tuple[m.Metric, LabelValues], float] = {}
         self._pending_observations: list[tuple[m.Metric, LabelValues, float]] = []
+        self._flush_failing = False
+        self.saves = 0                    # how many times the state was written (the benchmark reports it)
 
     # --- writing ---------------------------------------------------------------------------------
     def state(self, owner: str) -> dict:
@@ -62,73 +139,69 @@ class MetricStore:
 
     def commit(self, owner: str, cycle: Cycle, state: dict | None, guard: CardinalityGuard | None = None) -> int:
         """Apply a successful cycle and its new cursor state together, persist, then publish. Returns how many
-        series the cardinality guard folded away.
+        series the cardinality guard folded away. Raises StateSaveError when the save fails: then nothing of the
+        cycle is published or kept.
 
-        Persisting before publishing means Prometheus never sees a counter value that a crash could take back."""
+        Persisting before publishing means Prometheus never sees a counter value that a crash could take back.
+        Commits that arrive while a save runs wait for it and are then saved together, once."""
+        commit = Commit(owner, cycle, state, guard)
         with self._lock:
-            touched = ({metric for metric, _, _ in cycle.increments} | {metric for metric, _, _ in cycle.observations}
-                       | {metric for metric, _ in cycle.forgets})
-            undo = self._snapshot(owner, touched)
-            folded = 0
-            if guard:
-                admitted = list(self._admitted.get(owner, []))
-                folded = guard.apply(cycle, self._existing_series(cycle), admitted)
-                self._admitted[owner] = admitted
-            previous = self._gauges.get(owner, {})
-            self._gauges[owner] = cycle.gauges
-            for metric, values, amount in cycle.increments:
-                series = self._counters.setdefault(metric, {})
-                series[values] = series.get(values, 0.0) + amount
-            for metric, values, value in cycle.observations:
-                self._histograms.setdefault(metric, {}).setdefault(values, Histogram.empty(metric)).observe(
-                    metric, value)
-            for metric, keep in cycle.forgets:
-                table = (self._counters if metric.type == m.COUNTER else self._histograms).get(metric, {})
-                ws_index = metric.labels.index("workspace_id")
-                for values in [v for v in table if v[ws_index] == cycle.workspace_id]:
-                    if not keep(dict(zip(metric.labels, values))):
-                        del table[values]
-            if state is not None:
-                self._states[owner] = state
+            self._queue.append(commit)
+        try:
+            self._save_queued()
+        except StateSaveError:
+            pass            # the save may have been of others' commits only: this one's outcome is its own
+        if commit.error:
+            raise commit.error
+        return commit.folded
+
+    def flush(self) -> bool:
+        """Save and publish the exporter's own counts not yet saved (the engine does it every second, and at
+        shutdown). Returns False when the save failed: they then wait, unpublished, for the next save."""
+        try:
+            self._save_queued()
+        except StateSaveError as exc:
+            if not self._flush_failing:
+                log.warning("%s; the exporter's own counters wait for the next save", exc)
+            self._flush_failing = True
+            return False
+        self._flush_failing = False
+        return True
+
+    def _save_queued(self) -> None:
+        """Save every queued commit and pending count in one draft, then publish it; raise StateSaveError if the
+        save failed (the commits carry the error, and the counts go back to pending)."""
+        with self._save_lock:
+            with self._lock:
+                batch, self._queue = self._queue, []
+                counts, observations = self._pending_counts, self._pending_observations
+                self._pending_counts, self._pending_observations = {}, []
+            if not batch and not counts and not observations:
+                return
+            draft = Draft(self)
+            for commit in batch:
+                draft.apply(commit)
+            for (metric, values), amount in counts.items():
+                draft.add(metric, values, amount)
+            for metric, values, value in observations:
+                draft.observe(metric, values, value)
             try:
-                self._save_with_pending()
-            except StateSaveError:
-                self._restore(owner, undo)
+                self._write(draft)
+            except StateSaveError as exc:
+                for commit in batch:
+                    commit.error = exc
+                with self._lock:
+                    for key, amount in counts.items():
+                        self._pending_counts[key] = self._pending_counts.get(key, 0.0) + amount
+                    self._pending_observations[:0] = observations
                 raise
-            self._changed(set(previous) | set(cycle.gauges) | touched)
-        return folded
-
-    def _snapshot(self, owner: str, metrics: set[m.Metric]) -> tuple:
-        """What a commit of `owner` touching `metrics` may change, copied so that a failed save can put it back."""
-        counters = {metric: dict(self._counters[metric]) for metric in metrics if metric in self._counters}
-        histograms = {metric: {v: Histogram(list(h.counts), h.sum) for v, h in self._histograms[metric].items()}
-                      for metric in metrics if metric in self._histograms}
-        return (metrics, counters, histograms, self._gauges.get(owner), copy.deepcopy(self._states.get(owner)),
-                list(self._admitted[owner]) if owner in self._admitted else None)
-
-    def _restore(self, owner: str, undo: tuple) -> None:
-        metrics, counters, histograms, gauges, state, admitted = undo
-        for metric in metrics:
-            for table, saved in ((self._counters, counters), (self._histograms, histograms)):
-                if metric in saved:
-                    table[metric] = saved[metric]
-                else:
-                    table.pop(metric, None)
-        for table, saved in ((self._gauges, gauges), (self._states, state), (self._admitted, admitted)):
-            if saved is None:
-                table.pop(owner, None)
-            else:
-                table[owner] = saved
-
-    def _existing_series(self, cycle: Cycle) -> set[tuple[m.Metric, LabelValues]]:
-        """The counter and histogram series of the cycle's workspace for the metrics the cycle touches."""
-        metrics = {metric for metric, _, _ in cycle.increments + cycle.observations}
-        out = set()
-        for metric in metrics:
-            table = (self._counters if metric.type == m.COUNTER else self._histograms).get(metric, {})
-            index = metric.labels.index("workspace_id")
-            out.update((metric, values) for values in table if values[index] == cycle.workspace_id)
-        return out
+            with self._lock:
+                self._counters.update(draft.counters)
+                self._histograms.update(draft.histograms)
+                self._gauges.update(draft.gauges)
+                self._states.update(draft.states)
+                self._admitted.update(draft.admitted)
+                self._changed(draft.changed)
 
     def series_count(self, workspace_id: str, exclude_collector: str = "") -> int:
         """Series of one workspace across collectors (histograms count their buckets, _sum and _count)."""
@@ -160,57 +233,16 @@ class MetricStore:
         with self._lock:
             key = (metric, values)
             self._pending_counts[key] = self._pending_counts.get(key, 0.0) + amount
-            if not self.state_file:
-                self._publish_pending()
+        if not self.state_file:
+            self._save_queued()       # nothing to write: published at once
 
     def observe(self, metric: m.Metric, labels: dict[str, Any], value: float) -> None:
         """A histogram observation outside a collector cycle (e.g. SQL statement durations), served as inc's are."""
         values = label_values(metric, labels)
         with self._lock:
             self._pending_observations.append((metric, values, value))
-            if not self.state_file:
-                self._publish_pending()
-
-    def flush(self) -> bool:
-        """Save and publish the exporter's own counts not yet saved. Returns False when the save failed (they then
-        stay unpublished and wait for the next save)."""
-        with self._lock:
-            if not self._pending_counts and not self._pending_observations:
-                return True
-            try:
-                self._save_with_pending()
-            except StateSaveError as exc:
-                log.warning("%s; the exporter's own counters wait for the next save", exc)
-                return False
-            return True
-
-    def _publish_pending(self) -> None:
-        changed = set()
-        for (metric, values), amount in self._pending_counts.items():
-            series = self._counters.setdefault(metric, {})
-            series[values] = series.get(values, 0.0) + amount
-            changed.add(metric)
-        for metric, values, value in self._pending_observations:
-            self._histograms.setdefault(metric, {}).setdefault(values, Histogram.empty(metric)).observe(metric, value)
-            changed.add(metric)
-        self._pending_counts, self._pending_observations = {}, []
-        self._changed(changed)
-
-    def _save_with_pending(self) -> None:
-        """Save memory with the pending counts added, then publish those (the caller holds the lock)."""
-        if not self._pending_counts and not self._pending_observations:
-            self.save()
-            return
-        pending = self._pending_counts, self._pending_observations
-        undo = self._snapshot("", {metric for metric, _ in self._pending_counts}
-                              | {metric for metric, _, _ in self._pending_observations})
-        self._publish_pending()
-        try:
-            self.save()
-        except StateSaveError:
-            self._restore("", undo)
-            self._pending_counts, self._pending_observations = pending
-            raise
+        if not self.state_file:
+            self._save_queued()
 
     def _changed(self, metrics) -> None:
         self._version += 1
@@ -224,7 +256,6 @@ class MetricStore:
 
     def families(self) -> list[Family]:
         """A consistent snapshot of every family with samples, in name order (sinks and renderers read this)."""
-        self.flush()
         with self._lock:
             metrics = set(self._counters) | set(self._histograms)
             for gauges in self._gauges.values():
@@ -235,7 +266,6 @@ class MetricStore:
     def changes_since(self, version: int) -> tuple[int, dict[m.Metric, Family]]:
         """The store's version and, consistently with it, the family of every metric changed after `version`
         (possibly with no samples left): a renderer re-renders those and keeps the rest."""
-        self.flush()
         with self._lock:
             return self._version, {metric: self._family(metric) for metric, at in self._changed_at.items()
                                    if at > version}
@@ -262,24 +292,29 @@ class MetricStore:
 
     # --- persistence -----------------------------------------------------------------------------
     def save(self) -> None:
-        """Write memory to the state file; StateSaveError (naming the file and the reason) when it cannot."""
+        """Write what the store holds to the state file; StateSaveError (naming the file and the reason) if not."""
+        with self._save_lock:
+            self._write(Draft(self))
+
+    def _write(self, draft: Draft) -> None:
+        """Write the tables with the draft laid over them. Runs under the save lock and not the store lock: only the
+        save lock's holder changes the tables, so scrapes go on reading while the disk works."""
         if not self.state_file:
             return
-        with self._lock:
-            document = {
-                "version": STATE_VERSION,
-                "collectors": self._states,
-                "admitted_entities": self._admitted,
-                "counters": {metric.name: [[list(v), value] for v, value in series.items()]
-                             for metric, series in self._counters.items()},
-                "histograms": {metric.name: [[list(v), h.counts, h.sum] for v, h in series.items()]
-                               for metric, series in self._histograms.items()},
-            }
-            try:
-                write_atomically(self.state_file, json.dumps(document, separators=(",", ":")))
-            except OSError as exc:
-                raise StateSaveError(f"cannot save the state to {self.state_file}: "
-                                     f"{exc.strerror or exc}") from exc
+        document = {
+            "version": STATE_VERSION,
+            "collectors": {**self._states, **draft.states},
+            "admitted_entities": {**self._admitted, **draft.admitted},
+            "counters": {metric.name: [[list(v), value] for v, value in series.items()]
+                         for metric, series in {**self._counters, **draft.counters}.items()},
+            "histograms": {metric.name: [[list(v), h.counts, h.sum] for v, h in series.items()]
+                           for metric, series in {**self._histograms, **draft.histograms}.items()},
+        }
+        try:
+            write_atomically(self.state_file, json.dumps(document, separators=(",", ":")))
+        except OSError as exc:
+            raise StateSaveError(f"cannot save the state to {self.state_file}: {exc.strerror or exc}") from exc
+        self.saves += 1
 
     def load(self) -> str:
         """Load the state file if there is one. Returns what happened, for the start-up log line.
@@ -327,7 +362,7 @@ class MetricStore:
             log.warning("state file %s is damaged (%s); moved to %s; counting starts afresh from the lookback",
                         self.state_file, exc, aside)
             return "state file damaged; counting starts from the lookback"
-        with self._lock:
+        with self._save_lock, self._lock:
             touched = set(self._counters) | set(self._histograms) | set(counters) | set(histograms)
             self._counters, self._histograms, self._states = counters, histograms, states
             self._admitted = admitted
