@@ -273,3 +273,16 @@ def test_a_state_file_from_a_newer_exporter_is_refused_and_left_alone(tmp_path):
                                          f"exporter \\(this one reads up to version 2\\)"):
         MetricStore(str(path)).load()
     assert path.read_text() == content and not (tmp_path / "state.json.corrupt").exists()
+
+
+def test_an_entity_without_series_leaves_the_admitted_list():
+    store = MetricStore()
+    assert store.commit("1/jobs", jobs_cycle(["a", "b"]), {}, CardinalityGuard(limit=100)) == 0
+    assert store.admitted("1/jobs") == ["a", "b"]
+    # job b's counters are forgotten (deleted longer than the retention) and it has no gauges left
+    cycle = jobs_cycle(["a"])
+    cycle.keep_only(m.JOB_RUNS, lambda labels: labels["job_id"] != "b")
+    cycle.keep_only(m.JOB_RUN_DURATION, lambda labels: labels["job_id"] != "b")
+    store.commit("1/jobs", cycle, {}, CardinalityGuard(limit=100))
+    store.commit("1/jobs", jobs_cycle(["a"]), {}, CardinalityGuard(limit=100))
+    assert store.admitted("1/jobs") == ["a"]

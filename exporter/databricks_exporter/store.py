@@ -69,7 +69,7 @@ class Draft:
         owner, cycle = commit.owner, commit.cycle
         if commit.guard:
             admitted = list(self.admitted.get(owner, self.store._admitted.get(owner, [])))
-            commit.folded = commit.guard.apply(cycle, self.existing_series(cycle), admitted)
+            commit.folded = commit.guard.apply(cycle, self.existing_series(owner, cycle), admitted)
             self.admitted[owner] = admitted
         self.changed.update(self.gauges.get(owner, self.store._gauges.get(owner, {})), cycle.gauges)
         self.gauges[owner] = cycle.gauges
@@ -86,12 +86,22 @@ class Draft:
         if commit.state is not None:
             self.states[owner] = commit.state
 
-    def existing_series(self, cycle: Cycle) -> set[tuple[m.Metric, LabelValues]]:
-        """The counter and histogram series of the cycle's workspace for the metrics the cycle touches."""
+    def existing_series(self, owner: str, cycle: Cycle) -> set[tuple[m.Metric, LabelValues]]:
+        """The counter and histogram series of the cycle's workspace and collector, those this cycle leaves alone
+        included: they count against the ceiling, and keep their entities admitted."""
+        collector = owner.split("/", 1)[-1]
+        metrics = {metric for metric, _, _ in cycle.increments + cycle.observations}
+        metrics.update(metric for table in (self.store._counters, self.store._histograms) for metric in table
+                       if metric.collector == collector)
         out = set()
-        for metric in {metric for metric, _, _ in cycle.increments + cycle.observations}:
+        for metric in metrics:
+            if "workspace_id" not in metric.labels:
+                continue
             index = metric.labels.index("workspace_id")
-            out.update((metric, values) for values in self.table(metric) if values[index] == cycle.workspace_id)
+            drafted, published = ((self.histograms, self.store._histograms) if metric.type == m.HISTOGRAM
+                                  else (self.counters, self.store._counters))
+            table = drafted[metric] if metric in drafted else published.get(metric, {})
+            out.update((metric, values) for values in table if values[index] == cycle.workspace_id)
         return out
 
 

@@ -7,7 +7,7 @@ import time
 from typing import Any, Callable, ClassVar
 
 from ..config import CollectorSettings
-from ..cycle import Cycle
+from ..cycle import OTHER, Cycle
 
 COLLECTORS: dict[str, type["Collector"]] = {}
 DEFAULT_RETENTION = 7 * 86400.0
@@ -79,6 +79,18 @@ class Collector:
                 return f"the cursor at {where or 'the top'} is damaged"
             stack.extend((f"{where}/{key}", value) for key, value in node.items() if isinstance(value, dict))
         return ""
+
+    def keep_within_retention(self, cycle: Cycle, state: dict, listed, label: str, metrics=(), maps=()) -> set[str]:
+        """Entities (ids under `label`) listed now or within the retention: the counters of `metrics` and the
+        entries of `maps` (per-entity cursors, timestamps) of all others are forgotten. Returns the entities kept."""
+        kept = Retention(state).kept(listed, self.clock(), self.retention)
+        for metric in metrics:
+            # "_other" holds what the cardinality guard folded: an aggregate, not an entity that went away.
+            cycle.keep_only(metric, lambda labels: labels[label] in kept or labels[label] == OTHER)
+        for mapping in maps:
+            for entity in [e for e in mapping if e.split("/")[0] not in kept]:
+                del mapping[entity]
+        return kept
 
     def counting_since(self, state: dict) -> float:
         """Where exactly-once counting began: now minus the lookback on the very first cycle, then persisted."""

@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 
 from .. import metrics as m
-from ..cycle import OTHER, Cycle
+from ..cycle import Cycle
 from ..sources.errors import NotFound
-from .base import Collector, Cursor, Retention, enum_name, register
+from .base import Collector, Cursor, enum_name, register
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +95,7 @@ class ClustersCollector(Collector):
                     self._maybe_count_events(cycle, cluster_id, cluster, event_cursors, since_ms, now_ms)
         # A terminated cluster keeps its events cursor and counters for the retention: restarted, it goes on
         # from its cursor rather than from counting_since.
-        kept = Retention(state).kept(current, now_ms / 1000, self.retention)
-        for cluster_id in [c for c in event_cursors if c not in kept]:
-            del event_cursors[cluster_id]
-        # "_other" holds what the cardinality guard folded; it is an aggregate, not a cluster that went away.
-        cycle.keep_only(m.CLUSTER_EVENTS, lambda labels: labels["cluster_id"] in kept or labels["cluster_id"] == OTHER)
+        self.keep_within_retention(cycle, state, current, "cluster_id", [m.CLUSTER_EVENTS], [event_cursors])
 
     def committed(self, state: dict) -> None:
         self.scanned_terminated = True

@@ -186,6 +186,7 @@ class JobsCollector(Collector):
         self._finished_ages.append(finished_ages)
 
         cursor.advance(newest - self.settings.options["listing_margin"] * 1000)
+        self.keep_within_retention(cycle, state, names, "job_id", maps=last.values())
 
         for job_id, run_state in active.values():
             if job_id not in names or self.wanted(names[job_id]):

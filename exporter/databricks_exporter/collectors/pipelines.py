@@ -23,9 +23,9 @@ import time
 from datetime import datetime, timezone
 
 from .. import metrics as m
-from ..cycle import OTHER, Cycle
+from ..cycle import Cycle
 from ..sources.errors import NotFound
-from .base import Collector, Cursor, NameFilter, Retention, enum_name, register
+from .base import Collector, Cursor, NameFilter, enum_name, register
 
 log = logging.getLogger(__name__)
 
@@ -139,14 +139,9 @@ class PipelinesCollector(Collector):
             with cycle.item("pipeline"):
                 self._emit_pipeline(cycle, pipeline_id, status, spec, entry)
 
-        kept = Retention(state).kept(statuses, self.clock(), self.retention)
-        for pipeline_id in [p for p in entries if p not in kept]:
-            del entries[pipeline_id]
+        self.keep_within_retention(cycle, state, statuses, "pipeline_id", PER_PIPELINE_COUNTERS, [entries])
         for pipeline_id in [p for p in self._specs if p not in statuses]:
             del self._specs[pipeline_id]
-        # Counters of pipelines gone longer than the retention go; the cardinality guard's "_other" aggregate stays.
-        for metric in PER_PIPELINE_COUNTERS:
-            cycle.keep_only(metric, lambda labels: labels["pipeline_id"] in kept or labels["pipeline_id"] == OTHER)
 
     def _spec(self, pipeline_id: str) -> dict | None:
         fetched = self._specs.get(pipeline_id)

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from .. import metrics as m
 from ..sources.sql import literal
-from ..cycle import OTHER, Cycle
+from ..cycle import Cycle
 from .base import register
 from .system_tables import SystemTableCollector, amount, finite, sql_timestamp, utc
 
@@ -86,11 +86,10 @@ class UtilizationCollector(SystemTableCollector):
         for cluster_id, latest in latest_by_cluster.items():
             cycle.gauge(m.CLUSTER_UTILIZATION_LATEST, latest, cluster_id=cluster_id)
 
-        # Clusters that stopped running: their counters go (job clusters come and go with every run).
-        for key in [k for k in counted if k.split("/")[0] not in running]:
-            del counted[key]
-        for metric in (m.CLUSTER_NET_RECEIVED, m.CLUSTER_NET_SENT):
-            cycle.keep_only(metric, lambda labels: labels["cluster_id"] in running or labels["cluster_id"] == OTHER)
+        # Clusters that stopped running keep their counters and minutes counted for the retention, so one that
+        # restarts neither starts its counters again nor counts its earlier minutes twice.
+        self.keep_within_retention(cycle, state, running, "cluster_id", (m.CLUSTER_NET_RECEIVED, m.CLUSTER_NET_SENT),
+                                   [counted])
 
 
 class Minute(NamedTuple):
