@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from . import __version__, logs
 from .collectors import COLLECTORS
@@ -233,12 +234,14 @@ def cmd_serve(settings: Settings, banner: str = "", web_config: WebConfig | None
     sinks = start_sinks(settings, store, stop)
     _wait_for_signal()
     log.info("shutting down")
+    stopping = time.monotonic()
     stop.set()
     for sink in sinks:
         sink.stop()
     engine.stop()
     server.shutdown()
-    store.flush()      # the exporter's own counts since the last save: what the next start serves first
+    saved = store.flush()      # the exporter's own counts since the last save: what the next start serves first
+    log.info("stopped in %.1f s%s", time.monotonic() - stopping, "" if saved else "; the last counts were not saved")
     return 0
 
 
@@ -344,9 +347,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
               f"exporter:            http://127.0.0.1:{{port}}/  (metrics at /metrics; the first values "
               f"arrive within a minute)\nPress Ctrl-C to stop.")
     try:
-        return cmd_serve(settings, banner, load_web_config(args.web_config_file))
+        code = cmd_serve(settings, banner, load_web_config(args.web_config_file))
     finally:
         simulator.shutdown()
+    # The state is saved and the sessions closed: what is left is tearing down the simulated workspace's heap, which
+    # takes seconds and writes nothing.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,10 +78,10 @@ class Workspace:
             self._sql = SqlSource(self.rest, self.settings, self)
         return self._sql
 
-    def close(self) -> None:
-        """Close the SQL session, unless a statement still holds it (closing then would wait for the statement)."""
+    def close(self, wait: float) -> None:
+        """Close the SQL session, unless a statement still holds it after `wait` seconds."""
         if self._sql is not None:
-            self._sql.close(wait=False)
+            self._sql.close(wait)
 
     # -- RequestLog
 
@@ -127,7 +127,7 @@ class Engine:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         for workspace in self.workspaces:
-            workspace.close()
+            workspace.close(max(0.0, deadline - time.monotonic()) + 1.0)
 
     def _spawn(self, target, *args, name: str) -> None:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)

@@ -134,6 +134,7 @@ class MetricStore:
         self._pending_counts: dict[tuple[m.Metric, LabelValues], float] = {}
         self._pending_observations: list[tuple[m.Metric, LabelValues, float]] = []
         self._flush_failing = False
+        self._fragments: dict[tuple[str, Any], str] = {}   # (section, owner or metric) -> its JSON, as last saved
         self.saves = 0                    # how many times the state was written (the benchmark reports it)
 
     # --- writing ---------------------------------------------------------------------------------
@@ -308,22 +309,43 @@ class MetricStore:
 
     def _write(self, draft: Draft) -> None:
         """Write the tables with the draft laid over them. Runs under the save lock and not the store lock: only the
-        save lock's holder changes the tables, so scrapes go on reading while the disk works."""
+        save lock's holder changes the tables, so scrapes go on reading while the disk works. Each metric's series
+        and each collector's state are serialized again only when they changed (the rest comes from _fragments)."""
         if not self.state_file:
             return
-        document = {
-            "version": STATE_VERSION,
-            "collectors": {**self._states, **draft.states},
-            "admitted_entities": {**self._admitted, **draft.admitted},
-            "counters": {metric.name: [[list(v), value] for v, value in series.items()]
-                         for metric, series in {**self._counters, **draft.counters}.items()},
-            "histograms": {metric.name: [[list(v), h.counts, h.sum] for v, h in series.items()]
-                           for metric, series in {**self._histograms, **draft.histograms}.items()},
-        }
+        fresh: dict[tuple[str, Any], str] = {}
+
+        def fragment(section: str, key: Any, value: Any, changed: bool, encode) -> str:
+            cached = self._fragments.get((section, key))
+            if cached is None or changed:
+                cached = fresh[(section, key)] = json.dumps(encode(value), separators=(",", ":"))
+            return cached
+
+        def section(name: str, published: dict, drafted: dict, encode, label=str) -> str:
+            parts = [f"{json.dumps(label(key))}:{fragment(name, key, value, key in drafted, encode)}"
+                     for key, value in {**published, **drafted}.items()]
+            return f'"{name}":{{{",".join(parts)}}}'
+
+        def counters(series):
+            return [[list(v), value] for v, value in series.items()]
+
+        def histograms(series):
+            return [[list(v), h.counts, h.sum] for v, h in series.items()]
+
+        def name(metric):
+            return metric.name
+
+        text = "{" + ",".join([
+            f'"version":{STATE_VERSION}',
+            section("collectors", self._states, draft.states, lambda state: state),
+            section("admitted_entities", self._admitted, draft.admitted, lambda entities: entities),
+            section("counters", self._counters, draft.counters, counters, name),
+            section("histograms", self._histograms, draft.histograms, histograms, name)]) + "}"
         try:
-            write_atomically(self.state_file, json.dumps(document, separators=(",", ":")))
+            write_atomically(self.state_file, text)
         except OSError as exc:
             raise StateSaveError(f"cannot save the state to {self.state_file}: {exc.strerror or exc}") from exc
+        self._fragments.update(fresh)
         self.saves += 1
 
     def load(self) -> str:
@@ -375,6 +397,7 @@ class MetricStore:
         with self._save_lock, self._lock:
             touched = set(self._counters) | set(self._histograms) | set(counters) | set(histograms)
             self._counters, self._histograms, self._states = counters, histograms, states
+            self._fragments = {}
             self._admitted = admitted
             self._changed(touched)
         return f"state loaded from {self.state_file}"

@@ -173,8 +173,8 @@ class SqlSource:
             _retry_stop_after_attempts_count=5, **kwargs)
         return self._connection
 
-    def _disconnect(self, wait: bool = True) -> None:
-        if not self._lock.acquire(timeout=-1 if wait else 0):
+    def _disconnect(self, wait: float = -1) -> None:
+        if not self._lock.acquire(timeout=wait):
             return
         try:
             connection, self._connection = self._connection, None
@@ -187,8 +187,9 @@ class SqlSource:
             except Exception:  # noqa: BLE001 - a broken connection may not close cleanly; it is dropped anyway
                 pass
 
-    def close(self, wait: bool = True) -> None:
-        """Close the session; with wait=False, not while a statement runs on it (then nothing is done)."""
+    def close(self, wait: float = -1) -> None:
+        """Close the session; with a `wait` in seconds, only if a statement running on it ends by then (otherwise
+        nothing is done)."""
         self._disconnect(wait)
 
     # -- bookkeeping
