@@ -183,3 +183,21 @@ def test_the_exporter_refuses_to_start_on_a_state_file_from_a_newer_version(tmp_
     assert result.returncode == 2
     assert f"the state file {path} has version 3, written by a newer exporter" in result.stderr
     assert path.read_text() == '{"version": 3}'
+
+
+def test_a_terminated_job_cluster_is_forgotten_at_once():
+    # A job cluster never runs again once terminated: keeping its events cursor and counters for the retention would
+    # only grow the state and /metrics with every job run.
+    rest, clock = FakeRest(), Clock(T0)
+    rest.clusters_by_id["j1"] = {"cluster_id": "j1", "state": "RUNNING", "cluster_source": "JOB",
+                                 "start_time": int(T0 * 1000)}
+    rest.events["j1"] = [{"timestamp": int(T0 * 1000) - 1000, "type": "RUNNING"}]
+    store = MetricStore()
+    coll = collector("clusters", rest, clock)
+    assert run(store, coll, "1/clusters")
+    assert cluster_events(store, "j1") == 1
+    rest.clusters_by_id["j1"] = {**terminated("j1", T0 + 60), "cluster_source": "JOB"}
+    clock.now += 120
+    assert run(store, coll, "1/clusters")
+    assert cluster_events(store, "j1") == 0 and terminations(store) == 1
+    assert store.state("1/clusters")["events"] == {} and store.state("1/clusters")["last_listed"] == {}

@@ -412,3 +412,18 @@ def test_expectation_records_and_updates_counted_exactly_once_across_sigkill_res
               f"by state {truth['pipeline_updates']['by_state']}")
     finally:
         post(simulator, "/simulator/resume")
+
+
+def test_an_event_visible_minutes_after_newer_ones_is_counted_once():
+    # The event log shows events a few minutes late at times: one stamped two minutes before the newest already
+    # read appears after that read. The re-read margin (event_margin, 5 minutes) still asks for it; ids dedupe.
+    now_ms = 1_800_000_000_000
+    api = FakePipelinesApi()
+    api.add(now_ms - 1000, "flow_progress", {"status": "FAILED"}, level="ERROR", flow="f")
+    store, state = MetricStore(), {}
+    run(make_collector(api, now_ms / 1000), store, state)
+    api.add(now_ms - 120_000, "flow_progress", {"status": "FAILED"}, level="ERROR", flow="f")
+    run(make_collector(api, now_ms / 1000 + 30), store, state)
+    run(make_collector(api, now_ms / 1000 + 60), store, state)
+    assert store.value("databricks_pipeline_flow_failures_total", workspace_id="ws", pipeline_id="p1",
+                       flow_name="f") == 2

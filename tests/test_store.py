@@ -215,19 +215,21 @@ def test_a_failed_save_publishes_nothing_and_recovers_when_the_disk_does(tmp_pat
     directory.mkdir()
     path = directory / "state.json"
     store = MetricStore(str(path))
-    committed(store, state={"cursor": 1}, runs=[("7", "SUCCESS")], jobs=["7"])
+    committed(store, state={"cursor": 1}, runs=[("7", "SUCCESS")], jobs=["7"], durations=[("7", 45)])
     renderer = Renderer(store)
     before = renderer.render()
     aside = break_directory(directory)
     labels = {"workspace_id": "1", "endpoint": "/api/2.1/jobs/list", "status_code": "200"}
     store.inc(m.API_REQUESTS, labels)
     with pytest.raises(OSError, match=f"cannot save the state to {re.escape(str(path))}: File exists"):
-        committed(store, state={"cursor": 2}, runs=[("7", "SUCCESS"), ("8", "FAILED")], jobs=["8"])
+        committed(store, state={"cursor": 2}, runs=[("7", "SUCCESS"), ("8", "FAILED")], jobs=["8"],
+                  durations=[("7", 4000)])
     # Nothing of the failed commit, nor the unsaved request count, is served; the cursor is the saved one.
     assert renderer.render() == before
     assert store.state("1/jobs") == {"cursor": 1}
     assert store.value("databricks_job_runs_total", workspace_id="1", job_id="7", result_state="SUCCESS",
                        trigger="PERIODIC") == 1
+    assert store.value("databricks_job_run_duration_seconds", workspace_id="1", job_id="7").count == 1
     mend_directory(directory, aside)
     committed(store, state={"cursor": 2}, runs=[("7", "SUCCESS"), ("8", "FAILED")], jobs=["8"])
     assert store.value("databricks_job_runs_total", workspace_id="1", job_id="7", result_state="SUCCESS",

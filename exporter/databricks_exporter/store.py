@@ -46,13 +46,14 @@ class Draft:
         self.states: dict[str, dict] = {}
         self.admitted: dict[str, list[str]] = {}
         self.changed: set[m.Metric] = set()
+        self.copied: dict[m.Metric, set[LabelValues]] = {}     # histograms this draft owns (copied before observing)
 
     def table(self, metric: m.Metric) -> dict:
         self.changed.add(metric)
         if metric.type == m.HISTOGRAM:
             if metric not in self.histograms:
-                self.histograms[metric] = {v: Histogram(list(h.counts), h.sum)
-                                           for v, h in self.store._histograms.get(metric, {}).items()}
+                # The published Histogram objects are shared until observed (observe copies them first).
+                self.histograms[metric] = dict(self.store._histograms.get(metric, {}))
             return self.histograms[metric]
         if metric not in self.counters:
             self.counters[metric] = dict(self.store._counters.get(metric, {}))
@@ -63,7 +64,12 @@ class Draft:
         series[values] = series.get(values, 0.0) + amount
 
     def observe(self, metric: m.Metric, values: LabelValues, value: float) -> None:
-        self.table(metric).setdefault(values, Histogram.empty(metric)).observe(metric, value)
+        table, copied = self.table(metric), self.copied.setdefault(metric, set())
+        if values not in copied:
+            shared = table.get(values)
+            table[values] = Histogram(list(shared.counts), shared.sum) if shared else Histogram.empty(metric)
+            copied.add(values)
+        table[values].observe(metric, value)
 
     def apply(self, commit: "Commit") -> None:
         owner, cycle = commit.owner, commit.cycle

@@ -80,10 +80,15 @@ class Collector:
             stack.extend((f"{where}/{key}", value) for key, value in node.items() if isinstance(value, dict))
         return ""
 
-    def keep_within_retention(self, cycle: Cycle, state: dict, listed, label: str, metrics=(), maps=()) -> set[str]:
-        """Entities (ids under `label`) listed now or within the retention: the counters of `metrics` and the
-        entries of `maps` (per-entity cursors, timestamps) of all others are forgotten. Returns the entities kept."""
-        kept = Retention(state).kept(listed, self.clock(), self.retention)
+    def keep_within_retention(self, cycle: Cycle, state: dict, listed, label: str, metrics=(), maps=(),
+                              gone=()) -> set[str]:
+        """Entities (ids under `label`) listed now or within the retention, less those `gone` for good (a job
+        cluster that terminated never runs again): the counters of `metrics` and the entries of `maps` (per-entity
+        cursors, timestamps) of all others are forgotten. Returns the entities kept."""
+        retention = Retention(state)
+        for entity in gone:
+            retention.last_listed.pop(str(entity), None)
+        kept = retention.kept(listed, self.clock(), self.retention)
         for metric in metrics:
             # "_other" holds what the cardinality guard folded: an aggregate, not an entity that went away.
             cycle.keep_only(metric, lambda labels: labels[label] in kept or labels[label] == OTHER)

@@ -85,6 +85,8 @@ class ClustersCollector(Collector):
         state["terminations_seen_to"] = now_ms
         for key in [k for k, ended in counted.items() if ended < now_ms - TERMINATION_MEMORY_MS]:
             del counted[key]
+        # A job cluster that terminated never runs again: nothing of it is kept for the retention.
+        ended_job_clusters = [cid for cid, source in alive.items() if cid not in current and source == "JOB"]
         alive.clear()
         alive.update({cid: c.get("cluster_source") or "" for cid, c in current.items()})
 
@@ -95,7 +97,8 @@ class ClustersCollector(Collector):
                     self._maybe_count_events(cycle, cluster_id, cluster, event_cursors, since_ms, now_ms)
         # A terminated cluster keeps its events cursor and counters for the retention: restarted, it goes on
         # from its cursor rather than from counting_since.
-        self.keep_within_retention(cycle, state, current, "cluster_id", [m.CLUSTER_EVENTS], [event_cursors])
+        self.keep_within_retention(cycle, state, current, "cluster_id", [m.CLUSTER_EVENTS], [event_cursors],
+                                   gone=ended_job_clusters)
 
     def committed(self, state: dict) -> None:
         self.scanned_terminated = True

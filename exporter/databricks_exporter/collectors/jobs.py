@@ -94,8 +94,8 @@ class JobsCollector(Collector):
         "exclude": ("regex_list", []),
         "task_metrics": ("bool", False),
         # Runs listed up to this long before the newest start time seen are listed again next cycle, in case
-        # the API makes a run visible a little after runs that started later. Seen ids make the overlap harmless.
-        "listing_margin": ("duration", 10.0),
+        # the API makes a run visible up to minutes after runs that started later. Seen ids make the overlap harmless.
+        "listing_margin": ("duration", 120.0),
         # On the very first start, runs that started this long before counting began are scanned once, so a run
         # that started before counting_since and finished after it is still counted.
         "max_run_duration": ("duration", 6 * 3600.0),

@@ -94,8 +94,8 @@ class PipelinesCollector(Collector):
         "include": ("regex_list", []),
         "exclude": ("regex_list", []),
         # Events up to this long before the newest one read are asked for again next cycle, in case the event
-        # log makes an event visible a little after later ones. Remembered ids make the overlap harmless.
-        "event_margin": ("duration", 10.0),
+        # log makes an event visible minutes after later ones. Remembered ids make the overlap harmless.
+        "event_margin": ("duration", 300.0),
         # A pipeline's spec (continuous, serverless) is read with pipelines/get when first met, then this often.
         "spec_refresh": ("duration", 900.0),
         # At most this many pages of events per pipeline and cycle; the rest is read next cycle.
