@@ -132,3 +132,14 @@ def test_the_default_state_file_is_the_services_state_directory_else_the_users()
     assert default_state_file({"STATE_DIRECTORY": "/var/lib/x:/var/lib/y", "HOME": "/home/u"}) == "/var/lib/x/state.json"
     assert default_state_file({"XDG_STATE_HOME": "/s", "HOME": "/home/u"}) == "/s/databricks-exporter/state.json"
     assert default_state_file({"HOME": "/home/u"}).endswith("/.local/state/databricks-exporter/state.json")
+
+
+def test_retention_is_a_duration_of_seven_days_by_default(tmp_path):
+    from databricks_exporter.collectors import COLLECTORS
+    from databricks_exporter.config import load
+    from databricks_exporter.sinks import SINKS
+
+    path = tmp_path / "config.yml"
+    path.write_text("retention: 2d\n")
+    assert load(str(path), COLLECTORS, SINKS).retention == 2 * 86400
+    assert load(None, COLLECTORS, SINKS).retention == 7 * 86400
