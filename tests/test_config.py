@@ -134,7 +134,9 @@ def test_the_default_state_file_is_the_services_state_directory_else_the_users()
     assert default_state_file({"HOME": "/home/u"}).endswith("/.local/state/databricks-exporter/state.json")
 
 
-def test_retention_is_a_duration_of_seven_days_by_default(tmp_path):
+def test_retention_is_a_duration_of_seven_days_by_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABRICKS_HOST", "https://example.cloud.databricks.com")
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dapi0123456789")
     from databricks_exporter.collectors import COLLECTORS
     from databricks_exporter.config import load
     from databricks_exporter.sinks import SINKS
