@@ -100,6 +100,11 @@ DEMO_COLLECTORS: dict[str, dict] = {
 }
 
 
+STATE_FILE_HELP = ("where cursors and counters persist across restarts (default: $STATE_DIRECTORY/state.json, else "
+                   "~/.local/state/databricks-exporter/state.json)")
+NO_STATE_HELP = "keep no state: counting starts at the process start (no lookback), and every start begins at 0"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="databricks-exporter",
                                      description="Prometheus exporter for Databricks workspaces.")
@@ -114,12 +119,8 @@ def _parser() -> argparse.ArgumentParser:
                            help="where /metrics is served (default 0.0.0.0:9977)")
             p.add_argument("--web.config.file", dest="web_config_file", metavar="PATH",
                            help="TLS and basic auth, in the Prometheus exporter-toolkit format")
-        p.add_argument("--state.file", dest="state_file", metavar="PATH",
-                       help="where cursors and counters persist across restarts (default: $STATE_DIRECTORY/state.json, "
-                            "else ~/.local/state/databricks-exporter/state.json)")
-        p.add_argument("--no-state", dest="no_state", action="store_true",
-                       help="keep no state: counting starts at process start (no lookback), and a restart starts "
-                            "every counter from 0 again")
+        p.add_argument("--state.file", dest="state_file", metavar="PATH", help=STATE_FILE_HELP)
+        p.add_argument("--no-state", dest="no_state", action="store_true", help=NO_STATE_HELP)
         p.add_argument("--log.level", dest="log_level", choices=["debug", "info", "warning", "error"])
         p.add_argument("--log.format", dest="log_format", choices=["text", "json"])
         for name, spec in COLLECTORS.items():
