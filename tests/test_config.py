@@ -129,7 +129,8 @@ def test_shards_split_the_workspaces_between_exporters(tmp_path):
 def test_the_default_state_file_is_the_services_state_directory_else_the_users():
     from databricks_exporter.config import default_state_file
 
-    assert default_state_file({"STATE_DIRECTORY": "/var/lib/x:/var/lib/y", "HOME": "/home/u"}) == "/var/lib/x/state.json"
+    environ = {"STATE_DIRECTORY": "/var/lib/x:/var/lib/y", "HOME": "/home/u"}
+    assert default_state_file(environ) == "/var/lib/x/state.json"
     assert default_state_file({"XDG_STATE_HOME": "/s", "HOME": "/home/u"}) == "/s/databricks-exporter/state.json"
     assert default_state_file({"HOME": "/home/u"}).endswith("/.local/state/databricks-exporter/state.json")
 
