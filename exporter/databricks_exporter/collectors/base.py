@@ -48,6 +48,10 @@ class Collector:
         """Check and type in place what the option kinds alone cannot (budgets, table names, custom queries);
         raise error(reason, key). Run once per settings: by config.load, else when the collector is built."""
 
+    def option(self, key: str) -> Any:
+        """An option's configured value, else its declared default (settings made by hand may leave it out)."""
+        return self.settings.options.get(key, self.options[key][1])
+
     def collect(self, cycle: Cycle, state: dict) -> None:
         """One cycle: emit into `cycle`, update `state` in place. Raise to fail the cycle (nothing is applied)."""
         raise NotImplementedError

@@ -189,7 +189,7 @@ class JobsCollector(Collector):
 
     def list_jobs(self, cycle: Cycle, force: bool = False) -> dict[str, str]:
         """job_id -> name of every job, from a list at most jobs_list_interval old (or fresh when forced)."""
-        if force or self.clock() - self._jobs_listed_at >= self.settings.options.get("jobs_list_interval", 0):
+        if force or self.clock() - self._jobs_listed_at >= self.option("jobs_list_interval"):
             self._jobs = list(self.rest.jobs())
             self._jobs_listed_at = self.clock()
         names: dict[str, str] = {}
@@ -225,7 +225,7 @@ class JobsCycle:
         options = collector.settings.options
         self.since_ms = collector.counting_since(state) * 1000
         self.now_ms = collector.clock() * 1000
-        self.window_ms = options["repair_window"] * 1000
+        self.window_ms = collector.option("repair_window") * 1000
         self.names = collector.list_jobs(cycle)
         self.refreshed = False
         self.cursor = Cursor(state.setdefault("runs", {}), self.since_ms - options["max_run_duration"] * 1000)
@@ -270,7 +270,7 @@ class JobsCycle:
                     pending.setdefault(run_id, int(run.get("start_time") or 0))
                 self.observe(run, run_id in pending)
 
-        self.read_by_id(start, options["repair_checks_per_cycle"])
+        self.read_by_id(start, c.option("repair_checks_per_cycle"))
         c._finished_ages.append(self.finished_ages)
         cursor.advance(newest - options["listing_margin"] * 1000)
         for run_id in [r for r, f in self.followed.items() if not f["check"] and self.now_ms - f["end"] > self.window_ms]:
