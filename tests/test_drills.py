@@ -147,8 +147,8 @@ def test_crash_and_restart_drill(simulator, exporter_factory, prometheus_factory
         wait_for(lambda: scraped() == {q: float(v) for q, v in expected.items()}, 90,
                  what=f"Prometheus to scrape the truth {expected}")
         window = int(time.time() - min(since.values())) + 60
-        for name in ("databricks_job_runs_total", "databricks_job_run_repairs_total", "databricks_job_run_retries_total",
-                     "databricks_queries_total", "databricks_pipeline_updates_total",
+        for name in ("databricks_job_runs_total", "databricks_job_run_repairs_total",
+                     "databricks_job_run_retries_total", "databricks_queries_total", "databricks_pipeline_updates_total",
                      "databricks_pipeline_expectation_records_total"):
             assert prometheus.query(f"sum(resets({name}[{window}s])) > 0") == [], name
         assert prometheus.query("sum(databricks_exporter_forbidden_items_total) > 0"), "the 403 items were noted"

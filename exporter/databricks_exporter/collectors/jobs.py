@@ -273,7 +273,8 @@ class JobsCycle:
         self.read_by_id(start, c.option("repair_checks_per_cycle"))
         c._finished_ages.append(self.finished_ages)
         cursor.advance(newest - options["listing_margin"] * 1000)
-        for run_id in [r for r, f in self.followed.items() if not f["check"] and self.now_ms - f["end"] > self.window_ms]:
+        done = [r for r, f in self.followed.items() if not f["check"] and self.now_ms - f["end"] > self.window_ms]
+        for run_id in done:
             del self.followed[run_id]
         self.emit_gauges()
         c.catch_up = False
