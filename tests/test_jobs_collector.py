@@ -355,13 +355,16 @@ def test_each_retry_counts_once_in_either_format(tmp_path):
 def test_one_time_runs_count_under_one_label_however_many_there_are(tmp_path):
     T = 1_000_000_000
     fake, clock = FakeJobs(), Clock(T)
-    fake.add(2000, 7, start=(T - 50) * 1000, end=(T - 40) * 1000, run_type="WORKFLOW_RUN",
-             **terminated("RUN_EXECUTION_ERROR", "FAILED"))
-    fake.add(2001, 8, start=(T - 50) * 1000, end=(T - 45) * 1000, **terminated("SUCCESS", "SUCCESS"))  # JOB_RUN
     store = MetricStore()
     collector = make(fake, clock, task_metrics=True)
     cycle(collector, store)
-    # Job 8 is not in jobs/list: the list was read again (once a cycle), and its run still counts as one-time.
+    clock.now = T + 120
+    fake.add(2000, 7, start=(T + 50) * 1000, end=(T + 60) * 1000, run_type="WORKFLOW_RUN",
+             **terminated("RUN_EXECUTION_ERROR", "FAILED"))
+    fake.add(2001, 8, start=(T + 50) * 1000, end=(T + 55) * 1000, **terminated("SUCCESS", "SUCCESS"))  # JOB_RUN
+    cycle(collector, store)
+    # Job 8 is not in jobs/list: the list was read again (it was over a minute old), and its run still counts as
+    # one-time; the WORKFLOW_RUN needed no list, its run_type says it.
     assert fake.jobs_listed == 2
     assert (runs_total(store, job_id="_one_time"), runs_total(store, job_id="_one_time", result="FAILED")) == (1, 1)
     series = store.series_count("1")

@@ -30,6 +30,7 @@ ONE_TIME = "_one_time"
 FIRST_REPAIR_CHECK_MS = 600_000
 REPAIR_CHECK_GROWTH = 4
 CHECK_PROBES = 100              # `check` reads one run of at most this many jobs
+JOBS_RELIST_SECONDS = 60.0      # the least time between two reads of jobs/list
 
 # status.termination_details.code -> the result label. A timeout is a CANCELED by the platform in `status`; only the
 # deprecated state says TIMEDOUT, so that one word is taken from it. Codes not listed are failures.
@@ -164,7 +165,7 @@ class JobsCollector(Collector):
         # started and ended while the exporter was down are counted then, not at their next scheduled read.
         self.catch_up = True
         self._jobs: list[dict] = []
-        self._jobs_listed_at = -float("inf")
+        self.jobs_listed_at = -float("inf")
         # What listing_start predicts from: runs started per ms, and the ages (ms) at which the runs followed
         # finished in the last few cycles. In memory only: after a restart the first cycle lists from the watermark.
         self._run_rate = 0.0
@@ -189,9 +190,9 @@ class JobsCollector(Collector):
 
     def list_jobs(self, cycle: Cycle, force: bool = False) -> dict[str, str]:
         """job_id -> name of every job, from a list at most jobs_list_interval old (or fresh when forced)."""
-        if force or self.clock() - self._jobs_listed_at >= self.option("jobs_list_interval"):
+        if force or self.clock() - self.jobs_listed_at >= self.option("jobs_list_interval"):
             self._jobs = list(self.rest.jobs())
-            self._jobs_listed_at = self.clock()
+            self.jobs_listed_at = self.clock()
         names: dict[str, str] = {}
         for job in self._jobs:
             with cycle.item("job"):
@@ -251,7 +252,7 @@ class JobsCycle:
         newest, listed = cursor.watermark, 0
         for run in self.rest.job_runs(start_time_from=start, expand_tasks=True):
             with self.cycle.item("run"):
-                run_id, started = str(run["run_id"]), int(run.get("start_time") or 0)
+                run_id, started = str(int(run["run_id"])), int(run.get("start_time") or 0)
                 listed += 1
                 newest = max(newest, started)
                 new = run_id in pending or (started >= cursor.watermark and cursor.is_new(run_id))
@@ -263,7 +264,7 @@ class JobsCycle:
 
         for run in self.rest.job_runs(active_only=True, start_time_to=start - 1, expand_tasks=True):
             with self.cycle.item("active run"):
-                run_id = str(run["run_id"])
+                run_id = str(int(run["run_id"]))
                 # A run met for the first time (it started before the watermark, e.g. before the first start) is
                 # followed until its first end; one active again because it is being repaired was counted before.
                 if not repairs_of(run):
@@ -311,8 +312,11 @@ class JobsCycle:
         job_id = str(run.get("job_id", ""))
         if (run.get("run_type") or "JOB_RUN") != "JOB_RUN":
             return ONE_TIME
-        if job_id not in self.names and not self.refreshed:
-            self.refreshed = True     # a job created since the list was read: read it again, once a cycle
+        if job_id not in self.names and not self.refreshed and \
+                self.c.clock() - self.c.jobs_listed_at >= JOBS_RELIST_SECONDS:
+            # A job created since the list was read: read it again, at most once a cycle and a minute (runs of a
+            # deleted job would otherwise have every cycle read the whole list).
+            self.refreshed = True
             self.names = self.c.list_jobs(self.cycle, force=True)
         return job_id if job_id in self.names else ONE_TIME
 
