@@ -1,5 +1,6 @@
 """Shared fixtures: the simulated workspace in-process, the exporter as a real subprocess, the real Prometheus and
-Alertmanager, and a webhook server standing in for the receivers."""
+Alertmanager, stand-in HTTP servers (a webhook server for the receivers), and the crash-and-converge drill of the
+exactly-once tests."""
 
 from __future__ import annotations
 
@@ -93,7 +94,7 @@ def paused(simulator):
         post(simulator, "/simulator/resume")
 
 
-def sigkill_restarts(exporter: "ExporterProcess", outages, then: float = 0.0) -> None:
+def sigkill_restarts(exporter: ExporterProcess, outages, then: float = 0.0) -> None:
     """The crash half of an exactly-once drill: for each (up, down) in `outages`, let the exporter run `up` seconds,
     SIGKILL it (likely mid-cycle), and start it again `down` seconds later, while the simulated workspace keeps
     completing work; then let it run `then` seconds more."""
@@ -105,7 +106,8 @@ def sigkill_restarts(exporter: "ExporterProcess", outages, then: float = 0.0) ->
     time.sleep(then)
 
 
-def converge_on_truth(simulator, observe, expect, timeout: float = 30.0, what: str = "the exporter to equal the truth"):
+def converge_on_truth(simulator, observe, expect, timeout: float = 30.0,
+                      what: str = "the exporter to equal the truth") -> tuple:
     """The converge half: pause the simulated workspace, read the truth (`expect()`), and wait until what the
     exporter reports (`observe()`) equals it; then resume. Returns (observed, expected); when it never converges the
     assertion shows the last observation against the truth."""

@@ -48,18 +48,19 @@ TIMED_VALUES = {
 }
 MACHINE_LABELS = {
     "databricks_workspace_info": {"host": "http://127.0.0.1:<port>"},        # the simulator's free port
-    "databricks_exporter_build_info": {"version": "<version>",               # not a release's business
-                                       "python_version": "<python_version>"},
+    "databricks_exporter_build_info": {"version": "<version>",               # the build and Python that ran it:
+                                       "python_version": "<python_version>"},  # a release need not regenerate
 }
 # Families the first cycle against a healthy workspace cannot show, and where they are tested.
 ABSENT = {
     "databricks_exporter_malformed_items_total": "only for an item the API garbled (tests/test_garbage.py)",
     "databricks_exporter_push_total": "written by the CloudWatch and OTLP sinks (tests/test_sink_*.py)",
-    "databricks_exporter_push_last_success_timestamp_seconds": "the same",
+    "databricks_exporter_push_last_success_timestamp_seconds": "the same: a sink writes it when it pushes",
 }
+PAUSED_AT = f"{datetime.fromtimestamp(T0, timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
 HEADER = f"""\
 # The golden /metrics of tests/test_golden.py: one cycle of every collector against the simulated workspace
-# (seed {SEED}, paused at {datetime.fromtimestamp(T0, timezone.utc):%Y-%m-%d %H:%M:%S} UTC). <...> marks what depends on the machine; everything else must match.
+# (seed {SEED}, paused at {PAUSED_AT}). <...> marks what depends on the machine; everything else must match.
 # Regenerate: {UPDATE}
 """
 SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?P<labels>\{.*\})? (?P<value>\S+)$")
