@@ -411,6 +411,8 @@ def main() -> None:
     parser.add_argument("--scrape-seconds", type=float, default=20.0)
     parser.add_argument("--series", type=int, default=100_000, help="series of the synthetic /metrics target")
     parser.add_argument("--scrape-only", action="store_true", help="only the /metrics part")
+    parser.add_argument("--margins", metavar="JOBS,QUERIES,PIPELINES",
+                        help="the cursors' re-read margins (default 2m,5m,5m; before issue 12: 10s,60s,10s)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="dbx-bench-"))
@@ -428,9 +430,13 @@ def main() -> None:
 
     port = free_port()
     config = work / "config.yml"
+    # --margins jobs,queries,pipelines: the cursors' re-read margins, to measure what a wider one costs.
+    jobs_margin, queries_margin, pipelines_margin = args.margins.split(",") if args.margins else ("2m", "5m", "5m")
     config.write_text(f"state_file: {work / 'state.json'}\nweb: {{listen_address: '127.0.0.1:{port}'}}\n"
-                      "log: {format: json}\ncollectors: {clusters: {timeout: 120s}, jobs: {timeout: 300s}, "
-                      "queries: {timeout: 300s}, pipelines: {timeout: 300s}}\n")
+                      "log: {format: json}\ncollectors: {clusters: {timeout: 120s}, "
+                      f"jobs: {{timeout: 300s, listing_margin: {jobs_margin}}}, "
+                      f"queries: {{timeout: 300s, listing_margin: {queries_margin}}}, "
+                      f"pipelines: {{timeout: 300s, event_margin: {pipelines_margin}}}}}\n")
     env = {**os.environ, "DATABRICKS_HOST": url, "DATABRICKS_TOKEN": token}
     log_path = work / "exporter.log"
     exporter = subprocess.Popen([sys.executable, "-m", "databricks_exporter", "serve", "--config.file", str(config)],

@@ -49,7 +49,17 @@ def restore_logging():
         logging.getLogger(name).setLevel(value)
 
 
-class FakeCollector:
+class EngineFacing:
+    """What the engine asks of a collector besides collect (Collector's defaults)."""
+
+    def state_problem(self, state: dict) -> str:
+        return ""
+
+    def committed(self, state: dict) -> None:
+        pass
+
+
+class FakeCollector(EngineFacing):
     name = "jobs"
 
     def collect(self, cycle: Cycle, state: dict) -> None:
@@ -81,7 +91,7 @@ def test_json_lines_carry_the_cycle_context(monkeypatch, capsys):
     assert multi["event"] == "line one\nline two" and multi["sink"] == "otlp" and multi["level"] == "warning"
 
 
-class ForbiddenItemsCollector:
+class ForbiddenItemsCollector(EngineFacing):
     """Skips two items a 403 refused, every cycle, and counts one run."""
 
     name = "pipelines"
