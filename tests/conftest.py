@@ -158,6 +158,8 @@ class ExporterProcess:
         self.config_path = tmp_path / "config.yml"
         config = config or {}
         config.setdefault("state_file", str(self.state_file))
+        if config["state_file"] is None:        # the exporter's default location, which a test must point into tmp_path
+            del config["state_file"]
         config.setdefault("web", {"listen_address": f"127.0.0.1:{self.port}"})
         self.config_path.write_text(yaml.safe_dump(config))
         self.env = {**os.environ, "DATABRICKS_HOST": simulator.url, "DATABRICKS_TOKEN": simulator.token}

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import time
 
 import pytest
+import yaml
 
 from conftest import converge_on_truth, fast_config, sigkill_restarts, truth, wait_for
 from test_integration import parse, total
@@ -77,7 +79,7 @@ def test_a_damaged_state_file_means_a_warning_and_a_fresh_start(exporter_factory
     assert total(samples, "databricks_exporter_collector_up") >= 3
     assert "damaged" in exporter.log() and exporter.state_file.with_suffix(".json.corrupt").exists()
     # and the fresh state it writes is whole JSON again
-    wait_for(lambda: json.loads(exporter.state_file.read_text()).get("version") == 1, 20, what="a new state file")
+    wait_for(lambda: json.loads(exporter.state_file.read_text()).get("version") == 2, 20, what="a new state file")
 
 
 def test_crash_and_restart_drill(simulator, exporter_factory, prometheus_factory):
@@ -152,3 +154,101 @@ def test_crash_and_restart_drill(simulator, exporter_factory, prometheus_factory
         assert prometheus.query(f"sum(resets({name}[{window}s])) > 0") == [], name
     assert prometheus.query("sum(databricks_exporter_forbidden_items_total) > 0"), "the 403 items were noted"
     print(f"crash drill: Prometheus scraped {got}; truth {want}")
+
+
+def test_a_state_directory_that_cannot_be_written_downs_the_collectors_until_it_can(exporter_factory):
+    """The volume under the state file goes away (a plain file takes the directory's name, so that even root cannot
+    write there): collectors report down with an error naming the file, the counters served stay those saved, and
+    once the directory is back the collectors come up by themselves and the file holds what is served."""
+    from test_store import break_directory, mend_directory
+
+    exporter = exporter_factory(fast_config())
+    directory = exporter.state_file.parent / "state"
+    directory.mkdir()
+    exporter.state_file = directory / "state.json"
+    config = yaml.safe_load(exporter.config_path.read_text())
+    config["state_file"] = str(exporter.state_file)
+    exporter.config_path.write_text(yaml.safe_dump(config))
+    exporter.start()
+    aside = break_directory(directory)
+    wait_for(lambda: total(parse(exporter.metrics()), "databricks_exporter_collector_up", collector="jobs") == 0,
+             30, what="jobs down while the state cannot be saved")
+    assert f"cannot save the state to {exporter.state_file}" in exporter.log()
+    served = total(parse(exporter.metrics()), "databricks_exporter_api_requests_total")
+    mend_directory(directory, aside)
+    wait_for(lambda: total(parse(exporter.metrics()), "databricks_exporter_collector_up", collector="jobs") == 1,
+             30, what="jobs up again once the state can be saved")
+    saved = json.loads(exporter.state_file.read_text())["counters"]["databricks_exporter_api_requests_total"]
+    assert sum(value for _, value in saved) >= served
+
+
+def test_without_a_state_file_the_default_location_keeps_counting_across_a_restart(exporter_factory, tmp_path):
+    """No state_file configured: the state goes to the user's state directory (here $XDG_STATE_HOME, inside the
+    test's directory), so a restart counts the lookback hour once, not again."""
+    exporter = exporter_factory(fast_config(state_file=None), env={"XDG_STATE_HOME": str(tmp_path / "xdg")})
+    default = tmp_path / "xdg" / "databricks-exporter" / "state.json"
+    exporter.start()
+    since = total(parse(exporter.metrics()), "databricks_exporter_counting_since_timestamp_seconds", collector="jobs")
+    wait_for(default.exists, 20, what=f"the state in {default}")
+    exporter.kill(signal.SIGTERM)
+    exporter.start()
+    again = total(parse(exporter.metrics()), "databricks_exporter_counting_since_timestamp_seconds", collector="jobs")
+    assert since and again == since
+
+
+def test_no_state_counts_from_the_process_start_not_the_lookback(exporter_factory, tmp_path):
+    exporter = exporter_factory(fast_config(state_file=None), env={"XDG_STATE_HOME": str(tmp_path / "xdg")})
+    started = time.time()
+    exporter.start("--no-state")
+    since = total(parse(exporter.metrics()), "databricks_exporter_counting_since_timestamp_seconds", collector="jobs")
+    assert started - 5 <= since <= time.time()
+    assert not (tmp_path / "xdg").exists()
+
+
+def test_serve_stops_within_5_seconds_on_sigterm_with_the_state_saved(exporter_factory):
+    config = fast_config()
+    config["collectors"].update({"queries": {"interval": "2s"}, "pipelines": {"interval": "2s"}})
+    exporter = exporter_factory(config).start()
+    time.sleep(3)       # cycles in flight, SQL session open
+    served = total(parse(exporter.metrics()), "databricks_exporter_api_requests_total")
+    started = time.monotonic()
+    exporter.proc.send_signal(signal.SIGTERM)
+    exporter.proc.wait(30)
+    assert time.monotonic() - started < 5 and exporter.proc.returncode == 0
+    saved = json.loads(exporter.state_file.read_text())["counters"]["databricks_exporter_api_requests_total"]
+    assert sum(value for _, value in saved) >= served
+    after = exporter.log().split("shutting down", 1)[1]
+    assert "ERROR" not in after and "Traceback" not in after, after
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_demo_stops_within_5_seconds_without_error_spam(tmp_path, sig):
+    import re
+    import subprocess
+    import sys
+
+    from conftest import http_get
+
+    state = tmp_path / "state.json"
+    proc = subprocess.Popen([sys.executable, "-m", "databricks_exporter", "demo", "--sim.listen", "127.0.0.1:0",
+                             "--web.listen-address", "127.0.0.1:0", "--state.file", str(state)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        port = None
+        while port is None:
+            line = proc.stdout.readline()
+            assert line, "demo exited before printing its banner"
+            port = (re.search(r"exporter:\s+http://127.0.0.1:(\d+)/", line) or [None, None])[1]
+        # Ready means every collector finished a cycle: the SQL collectors hold their session.
+        wait_for(lambda: http_get(f"http://127.0.0.1:{port}/readyz", timeout=2)[0] == 200, 90, what="demo ready")
+        started = time.monotonic()
+        proc.send_signal(sig)
+        rest, _ = proc.communicate(timeout=60)
+        assert time.monotonic() - started < 5 and proc.returncode == 0, rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    after = rest.split("shutting down", 1)[1]
+    assert "ERROR" not in after and "Traceback" not in after and len(after.splitlines()) < 5, after
+    assert json.loads(state.read_text())["version"] == 2

@@ -152,8 +152,8 @@ def test_the_token_never_appears_anywhere(simulator, exporter_factory, tmp_path)
     serve = subprocess.run([sys.executable, "-m", "databricks_exporter", "serve", "--log.level", "debug"], env=env,
                            capture_output=True, text=True, timeout=120)
     assert serve.returncode == 2 and "rejected the credential" in serve.stderr, serve.stderr
-    once = subprocess.run([sys.executable, "-m", "databricks_exporter", "once", "--log.level", "debug"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    once = subprocess.run([sys.executable, "-m", "databricks_exporter", "once", "--no-state", "--log.level", "debug"],
+                          env=env, capture_output=True, text=True, timeout=120)
     assert once.returncode == 1 and "Unauthenticated" in once.stderr, once.stderr
     everything = serve.stdout + serve.stderr + once.stdout + once.stderr
     assert wrong not in everything and simulator.token not in everything
@@ -161,8 +161,8 @@ def test_the_token_never_appears_anywhere(simulator, exporter_factory, tmp_path)
 
 def test_once_prints_the_exposition(simulator, tmp_path):
     env = {"DATABRICKS_HOST": simulator.url, "DATABRICKS_TOKEN": simulator.token, "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-m", "databricks_exporter", "once", "--no-collector.clusters"],
-                            env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "databricks_exporter", "once", "--no-state",
+                             "--no-collector.clusters"], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     samples = parse(result.stdout)
     assert total(samples, "databricks_job_info") >= 50

@@ -52,6 +52,12 @@ def restore_logging():
 class FakeCollector:
     name = "jobs"
 
+    def state_problem(self, state: dict) -> str:
+        return ""
+
+    def committed(self, state: dict) -> None:
+        pass
+
     def collect(self, cycle: Cycle, state: dict) -> None:
         cycle.inc(m.JOB_RUNS, 2, job_id="7", result_state="SUCCESS", trigger="PERIODIC")
         cycle.gauge(m.JOB_INFO, 1, job_id="7", job_name="etl", schedule_paused="false")
@@ -81,7 +87,7 @@ def test_json_lines_carry_the_cycle_context(monkeypatch, capsys):
     assert multi["event"] == "line one\nline two" and multi["sink"] == "otlp" and multi["level"] == "warning"
 
 
-class ForbiddenItemsCollector:
+class ForbiddenItemsCollector(FakeCollector):
     """Skips two items a 403 refused, every cycle, and counts one run."""
 
     name = "pipelines"

@@ -133,6 +133,7 @@ def listing_start(watermark: float, now: float, rate: float, pending_starts: lis
 @register
 class JobsCollector(Collector):
     name = "jobs"
+    state_shape = {"runs": dict, "pending": dict, "followed": dict, "last_success": dict, "last_failure": dict}
     default_interval = 60.0
     counts_work = True
     permission = "CAN VIEW on the jobs to watch (workspace admins see all jobs)"
@@ -141,8 +142,8 @@ class JobsCollector(Collector):
         "exclude": ("regex_list", []),
         "task_metrics": ("bool", False),
         # Runs listed up to this long before the newest start time seen are listed again next cycle, in case
-        # the API makes a run visible a little after runs that started later. Seen ids make the overlap harmless.
-        "listing_margin": ("duration", 10.0),
+        # the API makes a run visible up to minutes after runs that started later. Seen ids make the overlap harmless.
+        "listing_margin": ("duration", 120.0),
         # On the very first start, runs that started this long before counting began are scanned once, so a run
         # that started before counting_since and finished after it is still counted.
         "max_run_duration": ("duration", 6 * 3600.0),
@@ -222,7 +223,7 @@ class JobsCycle:
     """
 
     def __init__(self, collector: JobsCollector, cycle: Cycle, state: dict):
-        self.c, self.cycle, self.rest = collector, cycle, collector.rest
+        self.c, self.cycle, self.rest, self.state = collector, cycle, collector.rest, state
         options = collector.settings.options
         self.since_ms = collector.counting_since(state) * 1000
         self.now_ms = collector.clock() * 1000
@@ -274,6 +275,7 @@ class JobsCycle:
         self.read_by_id(start, c.option("repair_checks_per_cycle"))
         c._finished_ages.append(self.finished_ages)
         cursor.advance(newest - options["listing_margin"] * 1000)
+        c.keep_within_retention(self.cycle, self.state, [*self.names, ONE_TIME], "job_id", maps=self.last.values())
         done = [r for r, f in self.followed.items() if not f["check"] and self.now_ms - f["end"] > self.window_ms]
         for run_id in done:
             del self.followed[run_id]
@@ -326,7 +328,7 @@ class JobsCycle:
     def observe(self, run: dict, count_first_end: bool) -> None:
         """Everything one sighting of a run tells: its first end (counted once, when count_first_end: the run is
         pending or new), repairs that ended since the last sighting, and whether it is active now."""
-        run_id = str(run["run_id"])
+        run_id = str(int(run["run_id"]))    # a garbled id fails the item here, before it is remembered
         label = self.job_label(run)
         if not self.wanted(label):
             self.pending.pop(run_id, None)
@@ -347,7 +349,7 @@ class JobsCycle:
 
     def follow_repairs(self, run: dict, label: str, original: dict) -> None:
         """Count the run's repairs that ended and are not counted yet, and decide when to read it again."""
-        run_id = str(run["run_id"])
+        run_id = str(int(run["run_id"]))
         repairs = repairs_of(run)
         entry = self.followed.get(run_id)
         floor = self.since_ms

@@ -24,7 +24,7 @@ import time
 from datetime import datetime, timezone
 
 from .. import metrics as m
-from ..cycle import OTHER, Cycle
+from ..cycle import Cycle
 from ..sources.errors import NotFound
 from .base import (
     Collector, Cursor, NameFilter, enum_name, forbidden_among, register, skipped_if_forbidden, with_forbidden,
@@ -90,6 +90,7 @@ def latest_update(status: dict) -> dict:
 @register
 class PipelinesCollector(Collector):
     name = "pipelines"
+    state_shape = {"pipelines": dict}
     default_interval = 60.0
     counts_work = True
     permission = "CAN VIEW on the pipelines to watch (workspace admins see all pipelines)"
@@ -97,8 +98,8 @@ class PipelinesCollector(Collector):
         "include": ("regex_list", []),
         "exclude": ("regex_list", []),
         # Events up to this long before the newest one read are asked for again next cycle, in case the event
-        # log makes an event visible a little after later ones. Remembered ids make the overlap harmless.
-        "event_margin": ("duration", 10.0),
+        # log makes an event visible minutes after later ones. Remembered ids make the overlap harmless.
+        "event_margin": ("duration", 300.0),
         # A pipeline's spec (continuous, serverless) is read with pipelines/get when first met, then this often.
         "spec_refresh": ("duration", 900.0),
         # At most this many pages of events per pipeline and cycle; the rest is read next cycle.
@@ -148,13 +149,9 @@ class PipelinesCollector(Collector):
             with cycle.item("pipeline"):
                 self._emit_pipeline(cycle, pipeline_id, status, spec, entry)
 
-        for pipeline_id in [p for p in entries if p not in statuses]:
-            del entries[pipeline_id]
+        self.keep_within_retention(cycle, state, statuses, "pipeline_id", PER_PIPELINE_COUNTERS, [entries])
         for pipeline_id in [p for p in self._specs if p not in statuses]:
             del self._specs[pipeline_id]
-        # Counters of deleted pipelines go; the cardinality guard's "_other" aggregate stays.
-        for metric in PER_PIPELINE_COUNTERS:
-            cycle.keep_only(metric, lambda labels: labels["pipeline_id"] in statuses or labels["pipeline_id"] == OTHER)
 
     def _spec(self, pipeline_id: str) -> dict | None:
         fetched = self._specs.get(pipeline_id)
