@@ -86,7 +86,7 @@ class Request:
 @dataclass
 class Response:
     status: int
-    body: dict
+    body: dict | str
     headers: dict | None = None
 
 
@@ -237,6 +237,12 @@ class SimulatorServer:
             route("GET", "/api/2.2/jobs/get", self._jobs_get),
             route("GET", "/api/2.2/jobs/runs/list", self._runs_list),
             route("GET", "/api/2.2/jobs/runs/get", self._runs_get),
+            # Model serving (simulator/serving.py).
+            route("GET", "/api/2.0/serving-endpoints", self._serving_list),
+            route("GET", "/api/2.0/serving-endpoints/{name}", self._serving_get,
+                  pattern=r"/api/2\.0/serving-endpoints/(?P<name>[^/]+)"),
+            route("GET", "/api/2.0/serving-endpoints/{name}/metrics", self._serving_metrics,
+                  pattern=r"/api/2\.0/serving-endpoints/(?P<name>[^/]+)/metrics"),
             route("GET", "/api/2.0/sql/warehouses", self._warehouses_list),
             route("GET", "/api/2.0/sql/warehouses/{id}", self._warehouses_get,
                   pattern=r"/api/2\.0/sql/warehouses/(?P<id>[^/]+)"),
@@ -389,10 +395,12 @@ class SimulatorServer:
 
     @staticmethod
     def _send(handler: BaseHTTPRequestHandler, response: Response) -> None:
-        payload = json.dumps(response.body).encode()
+        text = isinstance(response.body, str)     # the serving metrics export is Prometheus text
+        payload = response.body.encode() if text else json.dumps(response.body).encode()
         try:
             handler.send_response(response.status)
-            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8" if text
+                                else "application/json")
             handler.send_header("Content-Length", str(len(payload)))
             for name, value in (response.headers or {}).items():
                 handler.send_header(name, value)
@@ -548,6 +556,15 @@ class SimulatorServer:
         if run_id is None:
             raise invalid_parameter("Missing required field: run_id")
         return Response(200, self.workspace.get_run(run_id))
+
+    def _serving_list(self, request: Request) -> Response:
+        return Response(200, self.workspace.serving.list())
+
+    def _serving_get(self, request: Request) -> Response:
+        return Response(200, self.workspace.serving.get(request.params["name"]))
+
+    def _serving_metrics(self, request: Request) -> Response:
+        return Response(200, self.workspace.serving.metrics_text(request.params["name"]))
 
     def _warehouses_list(self, request: Request) -> Response:
         return Response(200, self.workspace.list_warehouses(page_size=request.integer("page_size"),

@@ -1348,6 +1348,12 @@ class SimulatedWorkspace:
         self.pipelines = PipelineSet(self, n_pipelines)
         from .scenarios import ScenarioSet
         self.scenarios = ScenarioSet(self)
+        # Serving endpoints, the audit log and predictive optimization draw their activity minute by minute.
+        from .audit import AuditLog
+        from .maintenance import PredictiveOptimization
+        from .serving import ServingEndpoints
+        self.serving = ServingEndpoints(self)
+        self.activity = [self.serving, AuditLog(self), PredictiveOptimization(self)]
 
         # Global run index sorted by (start_time, run_id); runs are appended in that order as time advances.
         self._runs: list[Run] = []
@@ -1664,4 +1670,5 @@ class SimulatedWorkspace:
                     counts[run.label] = counts.get(run.label, 0) + 1
                     total += 1
             return {"since": since_s, "now": now / 1000, "job_runs": {"total": total, "by_job": by_job},
-                    **self.pipelines.truth(since_ms, now)}
+                    **self.pipelines.truth(since_ms, now),
+                    **{k: v for stream in self.activity for k, v in stream.truth(since_ms, now).items()}}
