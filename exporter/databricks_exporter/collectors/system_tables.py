@@ -6,11 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-from typing import Any
+from typing import Any, Callable
 
 from .. import metrics as m
 from ..store import Cycle
-from .base import Collector
+from .base import Collector, Cursor
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,30 @@ class SystemTableCollector(Collector):
     def query(self, statement: str) -> list[dict]:
         return self.sql.query(statement, self.name)
 
+    def count_new_rows(self, cycle: Cycle, state: dict, statement: Callable[[float], str], id_column: str,
+                       time_column: str, count: Callable[[Cycle, dict], None], margin: float) -> float | None:
+        """Rows of an append-only system table, each counted exactly once: statement(watermark) selects the rows at
+        or after the watermark (epoch seconds); a row is counted when its id is new, and the watermark then follows
+        the newest row less `margin`, so rows that become visible up to `margin` late are still read. Counted ids
+        and the watermark are kept in `state` and committed with the counts. Returns the newest row time seen."""
+        cursor = Cursor(state.setdefault("rows", {}), self.counting_since(state))
+        newest = None
+        for row in self.query(statement(cursor.watermark)):
+            with cycle.item(f"{self.name} row"):
+                at = utc(row[time_column]).timestamp()
+                row_id = row[id_column]
+                if not isinstance(row_id, str) or not row_id:
+                    raise ValueError(f"{id_column} is not an id: {row_id!r}")
+                if at > self.clock() + 86400:
+                    raise ValueError(f"{time_column} in the future: {row[time_column]!r}")
+                newest = at if newest is None else max(newest, at)
+                if cursor.is_new(row_id) and at >= cursor.watermark:
+                    count(cycle, row)
+                    cursor.mark(row_id, at)
+        if newest is not None:
+            cursor.advance(newest - margin)
+        return newest
+
     def check_statement(self) -> str:
         raise NotImplementedError
 
@@ -126,3 +150,12 @@ class SystemTableCollector(Collector):
         rows = self.query(self.check_statement())
         return f"read {self.check_statement().split(' FROM ')[1].split()[0]} on warehouse {self.sql.warehouse_id} " \
                f"({len(rows)} row)"
+
+
+def status_class(code: Any) -> str:
+    """An HTTP status code as its class (2xx, 4xx, 5xx...); unknown when absent or not a status code."""
+    try:
+        number = int(code)
+    except (TypeError, ValueError):
+        return "unknown"
+    return f"{number // 100}xx" if 100 <= number <= 599 else "unknown"

@@ -51,3 +51,16 @@ def resolve_workspace_id(client: WorkspaceClient, settings: WorkspaceSettings) -
     if settings.workspace_id:
         return str(settings.workspace_id)
     return str(client.get_workspace_id())
+
+
+def serving_endpoints(client: WorkspaceClient) -> list[dict]:
+    """Every model serving endpoint as the API spells it. Read raw: the SDK's summary model drops fields of the
+    served entities (scale_to_zero_enabled, workload_size)."""
+    return client.api_client.do("GET", "/api/2.0/serving-endpoints").get("endpoints") or []
+
+
+def serving_endpoint_metrics(client: WorkspaceClient, name: str) -> str:
+    """The endpoint's metrics export: Prometheus/OpenMetrics text."""
+    contents = client.serving_endpoints.export_metrics(name).contents
+    raw = contents.read() if hasattr(contents, "read") else contents
+    return raw.decode() if isinstance(raw, bytes) else str(raw or "")

@@ -1,0 +1,108 @@
+"""Security signals from the audit log: failed logins, token, permission and group changes, admin settings edits and
+IP access denials, counted once each by event_id as they arrive in system.access.audit, by service, action and
+status class; never by user or address. Idle (and saying so) when the credential may not read the table."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from .. import metrics as m
+from ..sources.sql import literal, rejected
+from ..store import Cycle
+from .base import register
+from .system_tables import SystemTableCollector, sql_timestamp, status_class, utc
+
+log = logging.getLogger(__name__)
+
+# The watched actions (service_name/action_name), the only values the labels can take. Extend with audit.actions.
+ACTIONS = (
+    "accounts/login", "accounts/tokenLogin", "accounts/IpAccessDenied",
+    "tokens/generateToken", "tokens/revokeToken",
+    "permissions/changePermissions",
+    "groups/addPrincipalToGroup", "groups/removePrincipalFromGroup", "groups/createGroup", "groups/removeGroup",
+    "ipAccessLists/createIpAccessList", "ipAccessLists/updateIpAccessList", "ipAccessLists/deleteIpAccessList",
+    "workspace/workspaceConfEdit",
+)
+MAX_ACTIONS = 100
+
+
+@register
+class AuditCollector(SystemTableCollector):
+    name = "audit"
+    # The audit log arrives minutes late; reading it every five minutes keeps alerts timely without a busy warehouse.
+    default_interval = 5 * 60.0
+    counts_work = True
+    options = {
+        **SystemTableCollector.options,
+        "actions": ("str_list", list(ACTIONS)),
+        # Events that appear in the table up to this long after later ones are still counted (audit lags minutes).
+        "max_delay": ("duration", 30 * 60.0),
+    }
+    permission = ("CAN USE on the SQL warehouse (warehouse_id) and SELECT on system.access.audit (granted by an "
+                  "account admin; without it the collector stays idle and databricks_audit_log_readable is 0)")
+
+    @classmethod
+    def validate_options(cls, options: dict, error: Callable[[str, str], Exception]) -> None:
+        actions = options["actions"]
+        for action in actions:
+            service, _, name = action.partition("/")
+            if not service or not name or "/" in name or not all(c.isalnum() or c in "_-" for c in service + name):
+                raise error(f"expected service_name/action_name such as accounts/login, got {action!r}", "actions")
+        if len(actions) > MAX_ACTIONS:
+            raise error(f"at most {MAX_ACTIONS} actions (each is a label value), got {len(actions)}", "actions")
+
+    def check_statement(self) -> str:
+        return "SELECT 1 FROM system.access.audit LIMIT 1"
+
+    def events_statement(self, workspace_id: str, since: float) -> str:
+        actions = ", ".join(literal(a) for a in self.settings.options["actions"])
+        return ("SELECT event_id, event_time, service_name, action_name, response.status_code AS status_code\n"
+                "FROM system.access.audit\n"
+                f"WHERE workspace_id = {literal(workspace_id)}\n"
+                f"  AND event_time >= {sql_timestamp(since)}\n"
+                f"  AND concat(service_name, '/', action_name) IN ({actions})")
+
+    def refresh(self, cycle: Cycle, state: dict) -> None:
+        if state.get("readable") is not True:
+            state["readable"] = self._readable()
+        cycle.gauge(m.AUDIT_READABLE, 1 if state["readable"] else 0)
+        if not state["readable"]:
+            return
+        try:
+            newest = self.count_new_rows(cycle, state,
+                                         lambda since: self.events_statement(self.workspace.workspace_id, since),
+                                         "event_id", "event_time", self._count, self.settings.options["max_delay"])
+        except Exception as exc:
+            if rejected(exc):           # the grant was revoked: idle again, and say so
+                state["readable"] = False
+            raise
+        if newest is not None:
+            state["latest"] = max(state.get("latest", 0.0), newest)
+        if state.get("latest"):
+            cycle.gauge(m.AUDIT_LATEST, state["latest"])
+
+    def _readable(self) -> bool:
+        try:
+            self.query(self.check_statement())
+            return True
+        except Exception as exc:
+            if not rejected(exc):
+                raise
+            log.warning("system.access.audit cannot be read with this credential; the audit collector stays idle "
+                        "(grant SELECT on system.access.audit to enable it)", extra={"collector": self.name})
+            return False
+
+    @staticmethod
+    def _count(cycle: Cycle, row: dict) -> None:
+        utc(row["event_time"])
+        cycle.inc(m.AUDIT_EVENTS, service_name=row["service_name"], action_name=row["action_name"],
+                  status_class=status_class(row.get("status_code")))
+
+    def check_query(self) -> str:
+        try:
+            return super().check_query()
+        except Exception as exc:
+            if rejected(exc):
+                return f"cannot read system.access.audit ({type(exc).__name__}): the audit collector stays idle"
+            raise
