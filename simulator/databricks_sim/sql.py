@@ -194,6 +194,7 @@ class SystemTables:
         self._history_floor: dict[str, tuple] = {}
         self._history_done: set[str] = set()
         self._node_cache: dict = {}
+        self.revoked: set[str] = set()      # system tables the caller may not SELECT (SqlService.revoke_select)
 
     # -- refresh
 
@@ -464,6 +465,10 @@ class SystemTables:
             raise SqlError(exc.message, exc.sql_state, exc.error_code) from None
         if described is not None:
             return Result(*described)
+        denied = next((t for t in self.revoked if t in statement.lower()), None)
+        if denied:
+            raise SqlError(f"[INSUFFICIENT_PERMISSIONS] Insufficient privileges: User does not have SELECT on Table "
+                           f"'{denied}'.", "42501", "PERMISSION_DENIED")
         sql = translate(statement, now_ms, self.sqlglot_schema, parameters)
         import duckdb
         try:
@@ -663,6 +668,11 @@ class SqlService:
         if self._tables is None:
             self._tables = SystemTables(self.ws, self.billing, self.queries, self.delta, node_lag_ms=self.node_lag_ms)
         return self._tables
+
+    def revoke_select(self, full_name: str, revoked: bool = True) -> None:
+        """SELECT on the system table (e.g. system.access.audit) is refused from now on (or allowed again)."""
+        with self._engine_lock:
+            (self.tables.revoked.add if revoked else self.tables.revoked.discard)(full_name.lower())
 
     def stop_table_writes(self, full_name: str) -> None:
         """From now on nothing writes the Delta table (catalog.schema.table): it goes stale. Unknown names raise
