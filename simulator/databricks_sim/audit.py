@@ -11,9 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from .streams import MINUTE_MS, MinuteStream, hex_id, nested, rng_for, uuid_of
+from .common import HOUR_MS, stable_hex
+from .streams import MINUTE_MS, MinuteStream, nested, rng_for, uuid_of
 
-HOUR_MS = 3_600_000
 HISTORY_MS = 6 * HOUR_MS
 USERS = ("ana.silva@example.com", "bo.chen@example.com", "carla.jones@example.com", "dev.patel@example.com",
          "eli.novak@example.com", "fatima.khan@example.com")
@@ -37,12 +37,14 @@ def business_hours(ms: int) -> bool:
 
 
 class AuditLog(MinuteStream):
+    domain = "audit"
+
     def __init__(self, ws):
         super().__init__(ws, max(ws.world_start_ms, ws.now_ms() - HISTORY_MS))
 
     def baseline(self, start_ms: int) -> list[Event]:
         rng = rng_for(self.seed, "audit", start_ms)
-        out = [event("accounts", "tokenLogin", 200, sp, "10.20.9.9", tokenId=hex_id(sp, n=12))
+        out = [event("accounts", "tokenLogin", 200, sp, "10.20.9.9", tokenId=stable_hex(sp, n=12))
                for sp in SERVICE_PRINCIPALS]
         for _ in range(3):              # everyday actions the security collector leaves alone
             out.append(event(rng.choice(("clusters", "jobs", "notebook", "sqlPermissions")),
@@ -78,7 +80,7 @@ class AuditLog(MinuteStream):
         for i, e in enumerate(events):
             at = start_ms + rng.randrange(MINUTE_MS)
             visible = at + rng.randrange(2 * MINUTE_MS, 6 * MINUTE_MS)
-            self.ledger.add(at, visible, e["service"], e["action"], str(e["status"]))
+            self.record(at, visible, e["service"], e["action"], str(e["status"]))
             self.emit("access_audit", self._row(e, at, visible, i))
 
     def _row(self, e: Event, at: int, visible: int, i: int) -> dict:
@@ -87,7 +89,7 @@ class AuditLog(MinuteStream):
         return {
             "account_id": self.ws.account_id, "workspace_id": str(self.ws.workspace_id), "version": "2.0",
             "event_time": at, "event_date": at // 86_400_000, "source_ip_address": e["ip"],
-            "user_agent": USER_AGENTS[i % len(USER_AGENTS)], "session_id": hex_id(e["email"], at // HOUR_MS, n=24),
+            "user_agent": USER_AGENTS[i % len(USER_AGENTS)], "session_id": stable_hex(e["email"], at // HOUR_MS, n=24),
             "user_identity": json.dumps({"email": e["email"], "subject_name": None}),
             "service_name": e["service"], "action_name": e["action"], "request_id": uuid_of("audit-request", at, i),
             "request_params_k": list(params), "request_params_v": list(params.values()),
@@ -97,6 +99,5 @@ class AuditLog(MinuteStream):
             "identity_metadata": json.dumps({"run_by": None, "run_as": None}), "_visible_at": visible}
 
     def truth(self, since_ms: float, now_ms: int) -> dict:
-        self.advance(now_ms)
-        return {"audit": {"visible": nested(self.ledger.count(since_ms, now_ms)),
-                          "all": nested(self.ledger.count(since_ms, now_ms, visible=False))}}
+        return {"audit": {"visible": nested(self.counts(since_ms, now_ms)),
+                          "all": nested(self.counts(since_ms, now_ms, visible=False))}}

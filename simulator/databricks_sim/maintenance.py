@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from .common import HOUR_MS
 from .streams import MINUTE_MS, MinuteStream, nested, rng_for, uuid_of
 
-HOUR_MS = 3_600_000
 HISTORY_MS = 24 * HOUR_MS
 METASTORE = "metastore_us_west"
 TABLES = (
@@ -25,6 +25,8 @@ FAILURE_RATE = 0.04
 
 
 class PredictiveOptimization(MinuteStream):
+    domain = "predictive_optimization"
+
     def __init__(self, ws):
         super().__init__(ws, max(ws.world_start_ms, ws.now_ms() - HISTORY_MS))
 
@@ -39,8 +41,8 @@ class PredictiveOptimization(MinuteStream):
                 visible = ended + rng.randrange(HOUR_MS, 10 * HOUR_MS)
                 status = "FAILED: INTERNAL_ERROR" if rng.random() < FAILURE_RATE else "SUCCESSFUL"
                 usage = Decimal(str(round(dbus * (0.5 + rng.random()), 6)))
-                self.ledger.add(ended, visible, "operations", catalog, kind, status)
-                self.ledger.add(ended, visible, "dbus", catalog, kind, amount=float(usage))
+                self.record(ended, visible, "operations", catalog, kind, status)
+                self.record(ended, visible, "dbus", catalog, kind, amount=float(usage))
                 metrics = {"number_of_compacted_files": str(rng.randrange(10, 4000))} if kind == "COMPACTION" else {}
                 self.emit("storage_predictive_optimization_operations_history", {
                     "account_id": self.ws.account_id, "workspace_id": str(self.ws.workspace_id),
@@ -53,8 +55,7 @@ class PredictiveOptimization(MinuteStream):
                     "usage_quantity": str(usage), "_visible_at": visible})
 
     def truth(self, since_ms: float, now_ms: int) -> dict:
-        self.advance(now_ms)
-        counts = self.ledger.count(since_ms, now_ms)
+        counts = self.counts(since_ms, now_ms)
         return {"predictive_optimization": {
             "operations": nested({k[1:]: v for k, v in counts.items() if k[0] == "operations"}),
             "dbus": nested({k[1:]: v for k, v in counts.items() if k[0] == "dbus"})}}

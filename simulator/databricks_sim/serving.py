@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .streams import MINUTE_MS, MinuteStream, hex_id, nested, rng_for, uuid_of
+from .common import HOUR_MS, does_not_exist, stable_hex
+from .streams import MINUTE_MS, MinuteStream, nested, rng_for, uuid_of
 
-HOUR_MS = 3_600_000
 USAGE_LAG_MS = 5 * MINUTE_MS           # assumption: "system tables lag"; not verified for this table
 HISTORY_MS = 6 * HOUR_MS               # traffic drawn from this long before the simulator's start
 LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
@@ -72,6 +72,8 @@ class Traffic:
 
 
 class ServingEndpoints(MinuteStream):
+    domain = "serving"
+
     def __init__(self, ws):
         super().__init__(ws, max(ws.world_start_ms, ws.now_ms() - HISTORY_MS))
         self.created_ms = ws.world_start_ms - 30 * 24 * HOUR_MS
@@ -98,7 +100,7 @@ class ServingEndpoints(MinuteStream):
                 t = self.traffic(endpoint, entity, start_ms)
                 for kind, n in (("requests", t.requests), ("4xx", t.errors_4xx), ("5xx", t.errors_5xx)):
                     if n:
-                        self.ledger.add(end, end, kind, endpoint.name, entity.name, amount=n)
+                        self.record(end, end, kind, endpoint.name, entity.name, amount=n)
                 if endpoint.llm:
                     self._usage_rows(endpoint, entity, start_ms, t)
 
@@ -111,9 +113,9 @@ class ServingEndpoints(MinuteStream):
             tokens_in = rng.randint(40, 1200)
             tokens_out = rng.randint(20, 600) if status == 200 else 0
             visible = at + USAGE_LAG_MS
-            self.ledger.add(at, visible, "input_tokens", endpoint.name, entity.name, amount=tokens_in)
-            self.ledger.add(at, visible, "output_tokens", endpoint.name, entity.name, amount=tokens_out)
-            self.ledger.add(at, visible, "usage_requests", endpoint.name, entity.name, amount=1)
+            self.record(at, visible, "input_tokens", endpoint.name, entity.name, amount=tokens_in)
+            self.record(at, visible, "output_tokens", endpoint.name, entity.name, amount=tokens_out)
+            self.record(at, visible, "usage_requests", endpoint.name, entity.name, amount=1)
             self.emit("serving_endpoint_usage", {
                 "account_id": self.ws.account_id, "workspace_id": str(self.ws.workspace_id),
                 "client_request_id": None, "databricks_request_id": uuid_of(self.seed, endpoint.name, at, i),
@@ -126,12 +128,12 @@ class ServingEndpoints(MinuteStream):
     # -- REST
 
     def entity_id(self, endpoint: Endpoint, entity: Entity) -> str:
-        return hex_id(self.seed, "served-entity", endpoint.name, entity.name)
+        return stable_hex(self.seed, "served-entity", endpoint.name, entity.name)
 
     def _entity_row(self, endpoint: Endpoint, entity: Entity) -> dict:
         return {"account_id": self.ws.account_id, "workspace_id": str(self.ws.workspace_id),
                 "served_entity_id": self.entity_id(endpoint, entity), "created_by": REQUESTERS[0],
-                "endpoint_name": endpoint.name, "endpoint_id": hex_id(self.seed, "endpoint", endpoint.name),
+                "endpoint_name": endpoint.name, "endpoint_id": stable_hex(self.seed, "endpoint", endpoint.name),
                 "served_entity_name": entity.name,
                 "entity_type": "FOUNDATION_MODEL" if endpoint.llm else "CUSTOM_MODEL",
                 "entity_name": entity.entity_name, "entity_version": entity.version, "endpoint_config_version": 1,
@@ -145,7 +147,6 @@ class ServingEndpoints(MinuteStream):
         return self._json(self._endpoint(name))
 
     def _endpoint(self, name: str) -> Endpoint:
-        from .workspace import does_not_exist
         endpoint = self.by_name.get(name)
         if endpoint is None:
             raise does_not_exist(f"Serving endpoint with name {name} does not exist.")
@@ -161,7 +162,7 @@ class ServingEndpoints(MinuteStream):
                 item.update(workload_size=entity.workload_size, scale_to_zero_enabled=entity.scale_to_zero,
                             workload_type="CPU")
             entities.append(item)
-        out = {"name": e.name, "id": hex_id(self.seed, "endpoint", e.name), "creator": REQUESTERS[0],
+        out = {"name": e.name, "id": stable_hex(self.seed, "endpoint", e.name), "creator": REQUESTERS[0],
                "creation_timestamp": self.created_ms, "last_updated_timestamp": self.created_ms + HOUR_MS,
                "state": {"ready": e.ready, "config_update": e.config_update},
                "config": {"served_entities": entities,
@@ -176,7 +177,7 @@ class ServingEndpoints(MinuteStream):
     def metrics_text(self, name: str) -> str:
         """The endpoint's metrics export: the latest complete minute, samples stamped with its end (ms)."""
         endpoint = self._endpoint(name)
-        with self.ws._lock:
+        with self.ws.lock:
             now_ms = self.ws.now_ms()
             self.advance(now_ms)
         start = now_ms // MINUTE_MS * MINUTE_MS - MINUTE_MS
@@ -236,6 +237,5 @@ class ServingEndpoints(MinuteStream):
     # -- truth
 
     def truth(self, since_ms: float, now_ms: int) -> dict:
-        self.advance(now_ms)
-        counts = self.ledger.count(since_ms, now_ms)
+        counts = self.counts(since_ms, now_ms)
         return {"serving": nested({(k[0], k[1], k[2]): v for k, v in counts.items()})}
