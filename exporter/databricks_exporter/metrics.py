@@ -487,6 +487,11 @@ AUDIT_EVENTS = define(
     "counted once by event_id, by service, action and status class (2xx, 4xx, 5xx, unknown). A failed login is "
     "service_name=accounts, action_name=login, status_class=4xx. Never a user or an address.",
     WS + ("service_name", "action_name", "status_class"), **_AU)
+AUDIT_ADMIN_GROUP_CHANGES = define(
+    "databricks_audit_admin_group_changes_total", COUNTER,
+    "Watched groups/* events whose target group (request_params.targetGroupName) is one of audit.admin_groups "
+    "(default: admins): who may administer the workspace changed. Counted once by event_id, by action.",
+    WS + ("action_name",), **_AU)
 AUDIT_READABLE = define(
     "databricks_audit_log_readable", GAUGE,
     "Whether the credential may read system.access.audit (1); 0 keeps the audit collector idle.", WS, **_AU)

@@ -36,6 +36,8 @@ class AuditCollector(SystemTableCollector):
     options = {
         **SystemTableCollector.options,
         "actions": ("str_list", list(ACTIONS)),
+        # Groups whose membership grants admin rights: changes to them are counted apart.
+        "admin_groups": ("str_list", ["admins"]),
         # Events that appear in the table up to this long after later ones are still counted (audit lags minutes).
         "max_delay": ("duration", 30 * 60.0),
     }
@@ -57,7 +59,8 @@ class AuditCollector(SystemTableCollector):
 
     def events_statement(self, workspace_id: str, since: float) -> str:
         actions = ", ".join(literal(a) for a in self.settings.options["actions"])
-        return ("SELECT event_id, event_time, service_name, action_name, response.status_code AS status_code\n"
+        return ("SELECT event_id, event_time, service_name, action_name, response.status_code AS status_code,\n"
+                "  request_params['targetGroupName'] AS target_group\n"
                 "FROM system.access.audit\n"
                 f"WHERE workspace_id = {literal(workspace_id)}\n"
                 f"  AND event_time >= {sql_timestamp(since)}\n"
@@ -93,11 +96,14 @@ class AuditCollector(SystemTableCollector):
                         "(grant SELECT on system.access.audit to enable it)", extra={"collector": self.name})
             return False
 
-    @staticmethod
-    def _count(cycle: Cycle, row: dict) -> None:
+    def _count(self, cycle: Cycle, row: dict) -> None:
         utc(row["event_time"])
+        outcome = status_class(row.get("status_code"))
         cycle.inc(m.AUDIT_EVENTS, service_name=row["service_name"], action_name=row["action_name"],
-                  status_class=status_class(row.get("status_code")))
+                  status_class=outcome)
+        if (row["service_name"] == "groups" and outcome == "2xx"
+                and row.get("target_group") in self.settings.options["admin_groups"]):
+            cycle.inc(m.AUDIT_ADMIN_GROUP_CHANGES, action_name=row["action_name"])
 
     def check_query(self) -> str:
         try:
