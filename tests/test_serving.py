@@ -73,15 +73,19 @@ def test_endpoint_states_come_from_the_list(workspace, clock):
     store = MetricStore()
     run_cycle(collector("serving", workspace, clock), store)
     assert by(store, "databricks_serving_endpoint_ready", "endpoint_name") == {
-        "fraud-scoring": 1, "demand-forecast": 1, "churn-predictor": 1, "recsys-ranker": 0, "llm-chat": 1}
+        "fraud-scoring": 1, "demand-forecast": 1, "churn-predictor": 1, "recsys-ranker": 0, "llm-chat": 1,
+        "partner-embeddings": 1}
     assert by(store, "databricks_serving_endpoint_config_update_state", "state", endpoint_name="recsys-ranker") == {
         "UPDATE_FAILED": 1}
     assert by(store, "databricks_serving_scale_to_zero_enabled", "endpoint_name") == {
-        "fraud-scoring": 0, "demand-forecast": 0, "churn-predictor": 1, "recsys-ranker": 0}
+        "fraud-scoring": 0, "demand-forecast": 0, "churn-predictor": 1, "recsys-ranker": 0, "partner-embeddings": 0}
     assert by(store, "databricks_serving_endpoint_info", "task", endpoint_name="llm-chat") == {"llm/v1/chat": 1}
     assert by(store, "databricks_serving_provisioned_concurrency", "endpoint_name") == {
         "fraud-scoring": 4, "demand-forecast": 8, "churn-predictor": 0, "recsys-ranker": 0, "llm-chat": 8}
-    assert not samples(store, "databricks_serving_metrics_export_errors_total")
+    # Listed, but its export refused: counted, and the others read as usual.
+    assert by(store, "databricks_serving_metrics_export_errors_total", "endpoint_name") == {"partner-embeddings": 1}
+    assert "partner-embeddings" not in by(store, "databricks_serving_metrics_latest_timestamp_seconds",
+                                          "endpoint_name")
 
 
 def test_each_minute_is_counted_once_and_equals_the_ledger(workspace, clock):
@@ -93,6 +97,8 @@ def test_each_minute_is_counted_once_and_equals_the_ledger(workspace, clock):
         clock.advance(30)
     run_cycle(instance, store)
     expected = truth(workspace_server(workspace), since)["serving"]
+    # partner-embeddings serves too, but its export is refused to the exporter: its traffic cannot be counted.
+    expected = {kind: {e: v for e, v in tree.items() if e != "partner-embeddings"} for kind, tree in expected.items()}
     requests = flat(expected["requests"])
     assert sum(requests.values()) > 2000
     assert counters(store, "databricks_serving_requests_total") == requests

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .common import HOUR_MS, does_not_exist, stable_hex
+from .common import HOUR_MS, ApiError, does_not_exist, stable_hex
 from .streams import MINUTE_MS, MinuteStream, nested, rng_for, uuid_of
 
 USAGE_LAG_MS = 5 * MINUTE_MS           # assumption: "system tables lag"; not verified for this table
@@ -42,6 +42,7 @@ class Endpoint:
     config_update: str = "NOT_UPDATING"
     llm: bool = False
     concurrency: int = 4       # provisioned concurrent requests while serving
+    shared: bool = False       # another team's: listed, but its metrics export answers 403 (no CAN QUERY)
 
 
 ENDPOINTS = (
@@ -57,6 +58,9 @@ ENDPOINTS = (
     Endpoint("llm-chat", "llm/v1/chat", (Entity("databricks-meta-llama-3-3-70b-instruct",
                                                 "system.ai.meta_llama_v3_3_70b_instruct", "1", 1.0),),
              30, 900, llm=True, concurrency=8),
+    # Another team's endpoint: visible in the list, its metrics export refused (a permission gap).
+    Endpoint("partner-embeddings", "llm/v1/embeddings",
+             (Entity("bge-large-2", "ml.partner.bge_large", "2", 1.0),), 60, 30, shared=True),
 )
 
 
@@ -177,6 +181,9 @@ class ServingEndpoints(MinuteStream):
     def metrics_text(self, name: str) -> str:
         """The endpoint's metrics export: the latest complete minute, samples stamped with its end (ms)."""
         endpoint = self._endpoint(name)
+        if endpoint.shared:
+            raise ApiError(403, "PERMISSION_DENIED",
+                           f"User does not have permission 'Query' on serving endpoint '{name}'.")
         with self.ws.lock:
             now_ms = self.ws.now_ms()
             self.advance(now_ms)

@@ -23,6 +23,9 @@ class PredictiveOptimizationCollector(SystemTableCollector):
         **SystemTableCollector.options,
         # Operations that appear up to this long after later ones are still counted (the table lags up to ~12 h).
         "max_delay": ("duration", 24 * 3600.0),
+        # Operations arrive hours after they end: on the very first start, those that ended this long before
+        # counting began are counted too (once), so the families have values from the first day.
+        "backfill": ("duration", 24 * 3600.0),
         # catalog.schema.table names whose newest operation of each type is exported (a series per table).
         "tables": ("str_list", []),
     }
@@ -61,7 +64,8 @@ class PredictiveOptimizationCollector(SystemTableCollector):
                 last[key] = max(last.get(key, 0.0), utc(row["end_time"]).timestamp())
 
         self.count_new_rows(cycle, state, lambda since: self.operations_statement(self.workspace.workspace_id, since),
-                            "operation_id", "end_time", count, self.settings.options["max_delay"])
+                            "operation_id", "end_time", count, self.settings.options["max_delay"],
+                            self.settings.options["backfill"])
         for key, at in last.items():
             table, _, kind = key.rpartition("/")
             if table in named:

@@ -110,12 +110,14 @@ class SystemTableCollector(Collector):
         return self.sql.query(statement, self.name)
 
     def count_new_rows(self, cycle: Cycle, state: dict, statement: Callable[[float], str], id_column: str,
-                       time_column: str, count: Callable[[Cycle, dict], None], margin: float) -> float | None:
+                       time_column: str, count: Callable[[Cycle, dict], None], margin: float,
+                       backfill: float = 0.0) -> float | None:
         """Rows of an append-only system table, each counted exactly once: statement(watermark) selects the rows at
         or after the watermark (epoch seconds); a row is counted when its id is new, and the watermark then follows
         the newest row less `margin`, so rows that become visible up to `margin` late are still read. Counted ids
-        and the watermark are kept in `state` and committed with the counts. Returns the newest row time seen."""
-        cursor = Cursor(state.setdefault("rows", {}), self.counting_since(state))
+        and the watermark are kept in `state` and committed with the counts. On the very first cycle the watermark
+        starts `backfill` seconds before counting_since. Returns the newest row time seen."""
+        cursor = Cursor(state.setdefault("rows", {}), self.counting_since(state) - backfill)
         newest = None
         for row in self.query(statement(cursor.watermark)):
             with cycle.item(f"{self.name} row"):
