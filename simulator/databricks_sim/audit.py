@@ -1,6 +1,6 @@
 """system.access.audit of the simulated workspace: logins, token and permission changes, group changes, workspace
 settings edits and IP access denials from a handful of users and service principals, among everyday actions a
-security watch ignores; each event visible two to six minutes after it happened (audit logs lag minutes).
+security watch ignores; each event visible one to four minutes after it happened (audit logs lag minutes).
 
 Permission, group and settings changes happen in business hours (Monday to Friday, 08:00-18:00 UTC) only, as a
 change process would have them; the `permission_change` scenario makes one outside that rhythm, and
@@ -79,7 +79,7 @@ class AuditLog(MinuteStream):
         rng = rng_for(self.seed, "audit-times", start_ms)
         for i, e in enumerate(events):
             at = start_ms + rng.randrange(MINUTE_MS)
-            visible = at + rng.randrange(2 * MINUTE_MS, 6 * MINUTE_MS)
+            visible = at + rng.randrange(1 * MINUTE_MS, 4 * MINUTE_MS)
             self.record(at, visible, e["service"], e["action"], str(e["status"]))
             self.emit("access_audit", self._row(e, at, visible, i))
 
