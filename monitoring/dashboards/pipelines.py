@@ -125,15 +125,15 @@ def build():
                          w=8, description="Under 32 MiB per file with over 1000 files fires DatabricksTableSmallFiles: "
                                           "run OPTIMIZE."),
         row("Predictive optimization"),
-        timeseries_panel("Operations by type and status (24h)", "short",
-                         query(f"sum by (catalog, operation_type, status) "
-                               f"(increase(databricks_predictive_optimization_operations_total{{{WS}}}[24h]))",
-                               "{{catalog}} {{operation_type}} {{status}}"), w=12, decimals=0,
-                         description="Compaction, vacuum, analyze and clustering that predictive optimization ran, "
-                                     "as they appear in its history (hours after they end)."),
-        timeseries_panel("DBUs by catalog (24h)", "short",
+        table_panel("Operations since counting began", "short",
+                    f"sum by (catalog, operation_type, status) "
+                    f"(databricks_predictive_optimization_operations_total{{{WS}}})",
+                    value="operations", w=12,
+                    description="Compaction, vacuum, analyze and clustering that predictive optimization ran, "
+                                "counted as they appear in its history (hours after they end)."),
+        timeseries_panel("DBUs per hour by catalog", "short",
                          query(f"sum by (catalog) "
-                               f"(increase(databricks_predictive_optimization_dbus_total{{{WS}}}[24h]))",
+                               f"(rate(databricks_predictive_optimization_dbus_total{{{WS}}}{RATE})) * 3600",
                                "{{catalog}}"), w=12,
-                         description="Estimated DBUs of those operations (usage_quantity)."),
+                         description="Estimated DBUs of those operations (usage_quantity), as they are counted."),
     ])

@@ -9,7 +9,6 @@ from .common import BAD_IF_ANY, RATE, WS, info_variable, new_dashboard, query, r
 UID = "databricks-serving"
 
 EP = f'{WS}, endpoint_name=~"$endpoint"'
-FIVE_XX = 'status_class="5xx"'
 
 
 def per_entity(metric: str, extra: str = "") -> str:
@@ -23,17 +22,18 @@ def build():
     return new_dashboard(UID, "Databricks model serving endpoints: which are ready, their traffic, server and client "
                               "errors, latency, the replicas' utilization and provisioned concurrency, and the "
                               "tokens LLM endpoints process.", [endpoint], [
-        row("Endpoints"),
+        row("State"),
         stat_panel("Endpoints", "short", query(f"count(databricks_serving_endpoint_info{{{EP}}})")),
         stat_panel("Not ready", "short", query(f"count(databricks_serving_endpoint_ready{{{EP}}} == 0) or vector(0)"),
                    thresholds=BAD_IF_ANY,
                    description="NOT_READY for 15 minutes fires DatabricksServingEndpointNotReady."),
         stat_panel("Requests per second", "reqps",
                    query(f"sum(rate(databricks_serving_requests_total{{{EP}}}{RATE}))")),
-        stat_panel("5xx ratio (5m)", "percentunit",
-                   query(f"sum(increase(databricks_serving_request_errors_total{{{EP}, {FIVE_XX}}}[5m])) "
-                         f"/ (sum(workspace_endpoint:databricks_serving_requests:increase5m{{{EP}}}) > 0)"),
-                   thresholds=[(None, "green"), (0.05, "red")]),
+        stat_panel("Worst 5xx ratio (5m)", "percentunit",
+                   query(f"max(workspace_endpoint:databricks_serving_5xx:ratio5m{{{EP}}})"),
+                   thresholds=[(None, "green"), (0.05, "red")],
+                   description="The endpoint with the largest share of requests answered 5xx in the last 5 "
+                               "minutes; over 5% for 5 minutes pages (DatabricksServingEndpointErrorRateHigh)."),
         stat_panel("Tokens per minute", "short",
                    query(f"sum(rate(databricks_serving_tokens_total{{{EP}}}{RATE})) * 60"),
                    description="From system.serving.endpoint_usage, which arrives minutes late."),
@@ -90,10 +90,10 @@ def build():
                                f"(rate(databricks_serving_tokens_total{{{EP}}}{RATE})) * 60",
                                "{{endpoint_name}} {{direction}}"), w=8,
                          description="Tokens per minute, from system.serving.endpoint_usage."),
-        timeseries_panel("Metrics export failures", "short",
+        timeseries_panel("Metrics export failures", "cpm",
                          query(f"sum by (endpoint_name) "
-                               f"(increase(databricks_serving_metrics_export_errors_total{{{EP}}}[1h]))",
-                               "{{endpoint_name}}"), w=8, decimals=0,
-                         description="Cycles in which an endpoint's metrics export could not be read in the last "
-                                     "hour (typically: the credential lacks CAN QUERY on it)."),
+                               f"(rate(databricks_serving_metrics_export_errors_total{{{EP}}}{RATE})) * 60",
+                               "{{endpoint_name}}"), w=8,
+                         description="Reads of an endpoint's metrics export that failed, per minute (typically: the "
+                                     "credential lacks CAN QUERY on it)."),
     ])
