@@ -11,7 +11,7 @@ from .. import metrics as m
 from ..sources.sql import literal, rejected
 from ..store import Cycle
 from .base import register
-from .system_tables import SystemTableCollector, sql_timestamp, status_class, utc
+from .system_tables import IncrementalTableCollector, sql_timestamp, status_class, utc
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +28,13 @@ MAX_ACTIONS = 100
 
 
 @register
-class AuditCollector(SystemTableCollector):
+class AuditCollector(IncrementalTableCollector):
     name = "audit"
     # The audit log arrives minutes late; reading it every five minutes keeps alerts timely without a busy warehouse.
     default_interval = 5 * 60.0
-    counts_work = True
+    id_column, time_column = "event_id", "event_time"
     options = {
-        **SystemTableCollector.options,
+        **IncrementalTableCollector.options,
         "actions": ("str_list", list(ACTIONS)),
         # Groups whose membership grants admin rights: changes to them are counted apart.
         "admin_groups": ("str_list", ["admins"]),
@@ -57,12 +57,12 @@ class AuditCollector(SystemTableCollector):
     def check_statement(self) -> str:
         return "SELECT 1 FROM system.access.audit LIMIT 1"
 
-    def events_statement(self, workspace_id: str, since: float) -> str:
+    def rows_statement(self, since: float) -> str:
         actions = ", ".join(literal(a) for a in self.settings.options["actions"])
         return ("SELECT event_id, event_time, service_name, action_name, response.status_code AS status_code,\n"
                 "  request_params['targetGroupName'] AS target_group\n"
                 "FROM system.access.audit\n"
-                f"WHERE workspace_id = {literal(workspace_id)}\n"
+                f"WHERE workspace_id = {literal(self.workspace.workspace_id)}\n"
                 f"  AND event_time >= {sql_timestamp(since)}\n"
                 f"  AND concat(service_name, '/', action_name) IN ({actions})")
 
@@ -73,9 +73,7 @@ class AuditCollector(SystemTableCollector):
         if not state["readable"]:
             return
         try:
-            newest = self.count_new_rows(cycle, state,
-                                         lambda since: self.events_statement(self.workspace.workspace_id, since),
-                                         "event_id", "event_time", self._count, self.settings.options["max_delay"])
+            newest = self.count_new_rows(cycle, state)
         except Exception as exc:
             if rejected(exc):           # the grant was revoked: idle again, and say so
                 state["readable"] = False
@@ -96,7 +94,7 @@ class AuditCollector(SystemTableCollector):
                         "(grant SELECT on system.access.audit to enable it)", extra={"collector": self.name})
             return False
 
-    def _count(self, cycle: Cycle, row: dict) -> None:
+    def count_row(self, cycle: Cycle, row: dict) -> None:
         utc(row["event_time"])
         outcome = status_class(row.get("status_code"))
         cycle.inc(m.AUDIT_EVENTS, service_name=row["service_name"], action_name=row["action_name"],

@@ -10,17 +10,17 @@ from .. import metrics as m
 from ..sources.sql import literal
 from ..store import Cycle
 from .base import register
-from .system_tables import SystemTableCollector, amount, sql_timestamp, utc
+from .system_tables import IncrementalTableCollector, amount, sql_timestamp, utc
 
 
 @register
-class PredictiveOptimizationCollector(SystemTableCollector):
+class PredictiveOptimizationCollector(IncrementalTableCollector):
     name = "predictive_optimization"
     # The history arrives within about 12 hours: reading it hourly is plenty.
     default_interval = 60 * 60.0
-    counts_work = True
+    id_column, time_column = "operation_id", "end_time"
     options = {
-        **SystemTableCollector.options,
+        **IncrementalTableCollector.options,
         # Operations that appear up to this long after later ones are still counted (the table lags up to ~12 h).
         "max_delay": ("duration", 24 * 3600.0),
         # Operations arrive hours after they end: on the very first start, those that ended this long before
@@ -41,32 +41,29 @@ class PredictiveOptimizationCollector(SystemTableCollector):
     def check_statement(self) -> str:
         return "SELECT 1 FROM system.storage.predictive_optimization_operations_history LIMIT 1"
 
-    def operations_statement(self, workspace_id: str, since: float) -> str:
+    def rows_statement(self, since: float) -> str:
         return ("SELECT operation_id, end_time, catalog_name, schema_name, table_name, operation_type,\n"
                 "  operation_status, usage_quantity\n"
                 "FROM system.storage.predictive_optimization_operations_history\n"
-                f"WHERE workspace_id = {literal(workspace_id)}\n"
+                f"WHERE workspace_id = {literal(self.workspace.workspace_id)}\n"
                 f"  AND end_time >= {sql_timestamp(since)}")
 
     def refresh(self, cycle: Cycle, state: dict) -> None:
         named = set(self.settings.options["tables"])
-        last: dict[str, float] = state.setdefault("table_last", {})
-
-        def count(cycle: Cycle, row: dict) -> None:
-            status = str(row["operation_status"] or "")
-            status = "FAILED" if status.startswith("FAILED") else status or "UNKNOWN"
-            labels = {"catalog": row["catalog_name"], "operation_type": row["operation_type"]}
-            cycle.inc(m.PO_OPERATIONS, status=status, **labels)
-            cycle.inc(m.PO_DBUS, amount(row.get("usage_quantity")), **labels)
-            table = f"{row['catalog_name']}.{row['schema_name']}.{row['table_name']}"
-            if table in named and status == "SUCCESSFUL":
-                key = f"{table}/{row['operation_type']}"
-                last[key] = max(last.get(key, 0.0), utc(row["end_time"]).timestamp())
-
-        self.count_new_rows(cycle, state, lambda since: self.operations_statement(self.workspace.workspace_id, since),
-                            "operation_id", "end_time", count, self.settings.options["max_delay"],
-                            self.settings.options["backfill"])
-        for key, at in last.items():
+        self._last = state.setdefault("table_last", {})      # catalog.schema.table/type -> newest success end
+        self.count_new_rows(cycle, state, self.settings.options["backfill"])
+        for key, at in self._last.items():
             table, _, kind = key.rpartition("/")
             if table in named:
                 cycle.gauge(m.PO_TABLE_LAST, at, table=table, operation_type=kind)
+
+    def count_row(self, cycle: Cycle, row: dict) -> None:
+        status = str(row["operation_status"] or "")
+        status = "FAILED" if status.startswith("FAILED") else status or "UNKNOWN"
+        labels = {"catalog": row["catalog_name"], "operation_type": row["operation_type"]}
+        cycle.inc(m.PO_OPERATIONS, status=status, **labels)
+        cycle.inc(m.PO_DBUS, amount(row.get("usage_quantity")), **labels)
+        table = f"{row['catalog_name']}.{row['schema_name']}.{row['table_name']}"
+        if table in self.settings.options["tables"] and status == "SUCCESSFUL":
+            key = f"{table}/{row['operation_type']}"
+            self._last[key] = max(self._last.get(key, 0.0), utc(row["end_time"]).timestamp())

@@ -7,27 +7,22 @@ from .. import metrics as m
 from ..sources.sql import literal
 from ..store import Cycle
 from .base import register
-from .system_tables import SystemTableCollector, amount, sql_timestamp, status_class
+from .system_tables import IncrementalTableCollector, amount, sql_timestamp, status_class
 
 
 @register
-class ServingUsageCollector(SystemTableCollector):
+class ServingUsageCollector(IncrementalTableCollector):
     name = "serving_usage"
     # Usage rows arrive minutes late; every ten minutes is timely enough for token budgets.
     default_interval = 10 * 60.0
-    counts_work = True
-    options = {
-        **SystemTableCollector.options,
-        # Rows that appear up to this long after later ones are still counted.
-        "max_delay": ("duration", 60 * 60.0),
-    }
+    id_column, time_column = "databricks_request_id", "request_time"
     permission = ("CAN USE on the SQL warehouse (warehouse_id) and SELECT on system.serving.endpoint_usage and "
                   "system.serving.served_entities")
 
     def check_statement(self) -> str:
         return "SELECT 1 FROM system.serving.endpoint_usage LIMIT 1"
 
-    def usage_statement(self, workspace_id: str, since: float) -> str:
+    def rows_statement(self, since: float) -> str:
         # served_entities keeps a row per configuration change (SCD2-like): one name per served_entity_id is enough.
         return ("SELECT u.databricks_request_id, u.request_time, u.status_code, u.input_token_count,\n"
                 "  u.output_token_count, e.endpoint_name, e.served_entity_name\n"
@@ -36,15 +31,13 @@ class ServingUsageCollector(SystemTableCollector):
                 "        MAX(served_entity_name) AS served_entity_name\n"
                 "      FROM system.serving.served_entities GROUP BY served_entity_id) AS e\n"
                 "  ON e.served_entity_id = u.served_entity_id\n"
-                f"WHERE u.workspace_id = {literal(workspace_id)}\n"
+                f"WHERE u.workspace_id = {literal(self.workspace.workspace_id)}\n"
                 f"  AND u.request_time >= {sql_timestamp(since)}")
 
     def refresh(self, cycle: Cycle, state: dict) -> None:
-        self.count_new_rows(cycle, state, lambda since: self.usage_statement(self.workspace.workspace_id, since),
-                            "databricks_request_id", "request_time", self._count, self.settings.options["max_delay"])
+        self.count_new_rows(cycle, state)
 
-    @staticmethod
-    def _count(cycle: Cycle, row: dict) -> None:
+    def count_row(self, cycle: Cycle, row: dict) -> None:
         labels = {"endpoint_name": row["endpoint_name"], "served_entity": row["served_entity_name"] or ""}
         if not labels["endpoint_name"]:
             raise ValueError("usage row without an endpoint")

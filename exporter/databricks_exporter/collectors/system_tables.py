@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 from .. import metrics as m
 from ..store import Cycle
@@ -109,32 +109,6 @@ class SystemTableCollector(Collector):
     def query(self, statement: str) -> list[dict]:
         return self.sql.query(statement, self.name)
 
-    def count_new_rows(self, cycle: Cycle, state: dict, statement: Callable[[float], str], id_column: str,
-                       time_column: str, count: Callable[[Cycle, dict], None], margin: float,
-                       backfill: float = 0.0) -> float | None:
-        """Rows of an append-only system table, each counted exactly once: statement(watermark) selects the rows at
-        or after the watermark (epoch seconds); a row is counted when its id is new, and the watermark then follows
-        the newest row less `margin`, so rows that become visible up to `margin` late are still read. Counted ids
-        and the watermark are kept in `state` and committed with the counts. On the very first cycle the watermark
-        starts `backfill` seconds before counting_since. Returns the newest row time seen."""
-        cursor = Cursor(state.setdefault("rows", {}), self.counting_since(state) - backfill)
-        newest = None
-        for row in self.query(statement(cursor.watermark)):
-            with cycle.item(f"{self.name} row"):
-                at = utc(row[time_column]).timestamp()
-                row_id = row[id_column]
-                if not isinstance(row_id, str) or not row_id:
-                    raise ValueError(f"{id_column} is not an id: {row_id!r}")
-                if at > self.clock() + 86400:
-                    raise ValueError(f"{time_column} in the future: {row[time_column]!r}")
-                newest = at if newest is None else max(newest, at)
-                if cursor.is_new(row_id) and at >= cursor.watermark:
-                    count(cycle, row)
-                    cursor.mark(row_id, at)
-        if newest is not None:
-            cursor.advance(newest - margin)
-        return newest
-
     def check_statement(self) -> str:
         raise NotImplementedError
 
@@ -161,3 +135,44 @@ def status_class(code: Any) -> str:
     except (TypeError, ValueError):
         return "unknown"
     return f"{number // 100}xx" if 100 <= number <= 599 else "unknown"
+
+
+class IncrementalTableCollector(SystemTableCollector):
+    """A collector counting each row of an append-only system table exactly once (audit events, usage rows,
+    maintenance operations): rows_statement(watermark) selects the rows at or after the watermark (epoch seconds);
+    a row is counted when its id is new, and the watermark then follows the newest row less max_delay, so rows that
+    become visible up to max_delay late are still read. Counted ids and the watermark are committed with the counts.
+    On the very first cycle the watermark starts `backfill` seconds before counting_since."""
+
+    counts_work = True
+    id_column: ClassVar[str] = ""
+    time_column: ClassVar[str] = ""
+    options: dict[str, tuple[str, Any]] = {**SystemTableCollector.options, "max_delay": ("duration", 3600.0)}
+
+    def rows_statement(self, since: float) -> str:
+        raise NotImplementedError
+
+    def count_row(self, cycle: Cycle, row: dict) -> None:
+        """Count one new row; raise on a malformed one (its counts are then undone and it is skipped)."""
+        raise NotImplementedError
+
+    def count_new_rows(self, cycle: Cycle, state: dict, backfill: float = 0.0) -> float | None:
+        """Count the rows not counted yet; returns the newest row time seen, if any."""
+        cursor = Cursor(state.setdefault("rows", {}), self.counting_since(state) - backfill)
+        newest = None
+        for row in self.query(self.rows_statement(cursor.watermark)):
+            with cycle.item(f"{self.name} row"):
+                at = utc(row[self.time_column]).timestamp()
+                row_id = row[self.id_column]
+                if not isinstance(row_id, str) or not row_id:
+                    raise ValueError(f"{self.id_column} is not an id: {row_id!r}")
+                if at > self.clock() + 86400:
+                    # Believing it would move the watermark past every real row.
+                    raise ValueError(f"{self.time_column} in the future: {row[self.time_column]!r}")
+                newest = at if newest is None else max(newest, at)
+                if cursor.is_new(row_id) and at >= cursor.watermark:
+                    self.count_row(cycle, row)
+                    cursor.mark(row_id, at)
+        if newest is not None:
+            cursor.advance(newest - self.settings.options["max_delay"])
+        return newest
