@@ -50,18 +50,27 @@ class AuditLog(MinuteStream):
             out.append(event(rng.choice(("clusters", "jobs", "notebook", "sqlPermissions")),
                              rng.choice(("list", "get", "runNow", "attachNotebook")), 200, rng.choice(USERS),
                              rng.choice(OFFICE_IPS)))
+        minute = start_ms // MINUTE_MS
         if rng.random() < 0.4:
             user = rng.choice(USERS)
-            out.append(event("accounts", "login", 401 if rng.random() < 0.08 else 200, user, rng.choice(OFFICE_IPS),
-                             user=user))
-        if rng.random() < 0.02:
+            out.append(event("accounts", "login", 200, user, rng.choice(OFFICE_IPS), user=user))
+        # The everyday background, on a rhythm so that every hour has some: a mistyped password every ten
+        # minutes, a token made every half hour and one revoked every hour, a request from an address outside the
+        # IP access list every twenty minutes, and the automation applying job permissions every half hour.
+        if minute % 10 == 3:
+            user = rng.choice(USERS)
+            out.append(event("accounts", "login", 401, user, rng.choice(OFFICE_IPS), user=user))
+        if minute % 30 == 11:
             out.append(event("tokens", "generateToken", 200, rng.choice(USERS), rng.choice(OFFICE_IPS),
                              lifetimeSeconds="7776000"))
-        if rng.random() < 0.01:
+        if minute % 60 == 41:
             out.append(event("tokens", "revokeToken", 200, rng.choice(USERS), rng.choice(OFFICE_IPS)))
-        if rng.random() < 0.01:
+        if minute % 20 == 7:
             out.append(event("accounts", "IpAccessDenied", 403, rng.choice(USERS), f"198.51.100.{rng.randrange(255)}",
                              path="/api/2.0/clusters/list"))
+        if minute % 30 == 17:
+            out.append(event("permissions", "changePermissions", 200, SERVICE_PRINCIPALS[0], "10.20.9.9",
+                             objectType="jobs", objectId=str(rng.randrange(10**6))))
         if business_hours(start_ms):
             if rng.random() < 0.02:
                 out.append(event("permissions", "changePermissions", 200, rng.choice(ADMINS), rng.choice(OFFICE_IPS),
