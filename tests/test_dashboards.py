@@ -33,10 +33,6 @@ PROVISIONING = GRAFANA / "provisioning"
 # Panel queries that may rightly return nothing on the simulated workspace's quiet baseline, as
 # (dashboard uid, panel title, refId) -> why. They still run, and must not fail.
 ALLOWED_EMPTY: dict[tuple[str, str, str], str] = {
-    ("databricks-overview", "Admin group changes (15m)", "A"):
-        "the admins group changes only in the permission_change scenario, so its counter does not exist on the baseline",
-    ("databricks-security", "Admin group changes (15m)", "A"):
-        "the admins group changes only in the permission_change scenario, so its counter does not exist on the baseline",
     ("databricks-security", "Change window", "A"):
         "databricks:change_window:open exists only Monday to Friday 08:00-18:00 UTC",
     ("databricks-overview", "Alerts firing", "A"): "no Databricks alert need be firing on a healthy baseline",

@@ -37,8 +37,9 @@ def flat(tree: dict, depth: int = 2) -> dict[tuple, float]:
 
 
 def counters(store: MetricStore, name: str, **match) -> dict[tuple, float]:
+    """(endpoint, served entity) -> value, of the series that have counted something (errors start at 0)."""
     return {(labels["endpoint_name"], labels["served_entity"]): value for labels, value in samples(store, name)
-            if all(labels.get(k) == v for k, v in match.items())}
+            if all(labels.get(k) == v for k, v in match.items()) and value}
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +163,13 @@ _SERVER: list = []
 @pytest.fixture(scope="module", autouse=True)
 def _remember(server):
     _SERVER[:] = [server]
+
+
+def test_error_series_exist_at_zero_before_the_first_error(workspace, clock):
+    """Prometheus sees a counter's first increment only if the series existed before it."""
+    store = MetricStore()
+    run_cycle(collector("serving", workspace, clock), store)
+    errors = {(labels["endpoint_name"], labels["status_class"]) for labels, _ in
+              samples(store, "databricks_serving_request_errors_total")}
+    assert {("churn-predictor", "5xx"), ("recsys-ranker", "4xx"), ("fraud-scoring", "5xx")} <= errors
+    assert by(store, "databricks_serving_request_errors_total", endpoint_name="churn-predictor") == {"": 0}

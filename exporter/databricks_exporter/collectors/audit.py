@@ -72,6 +72,12 @@ class AuditCollector(IncrementalTableCollector):
         cycle.gauge(m.AUDIT_READABLE, 1 if state["readable"] else 0)
         if not state["readable"]:
             return
+        # The signals alerts watch exist from the start, so that their first event is an increase.
+        cycle.start_at_zero(m.AUDIT_EVENTS, service_name="accounts", action_name="login", status_class="4xx")
+        for action in self.settings.options["actions"]:
+            service, _, name = action.partition("/")
+            if service == "groups":
+                cycle.start_at_zero(m.AUDIT_ADMIN_GROUP_CHANGES, action_name=name)
         try:
             newest = self.count_new_rows(cycle, state)
         except Exception as exc:

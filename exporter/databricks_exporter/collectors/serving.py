@@ -145,6 +145,8 @@ class ServingCollector(Collector):
                 value = quantile(q, minute.buckets)
                 if value is not None:
                     cycle.gauge(m.SERVING_LATENCY, value, quantile=str(q), **labels)
+            for status in ("4xx", "5xx"):        # so that an entity's first errors are an increase
+                cycle.start_at_zero(m.SERVING_ERRORS, status_class=status, **labels)
             if minute.stamp is None:
                 continue
             latest = minute.stamp if latest is None else max(latest, minute.stamp)
