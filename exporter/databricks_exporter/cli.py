@@ -9,14 +9,18 @@ import os
 import signal
 import sys
 import threading
+from importlib import resources
+
+import yaml
 
 from . import __version__, logs
 from .collectors import COLLECTORS
-from .config import ConfigError, Settings, _listen_address, load, parse_duration
+from .config import ConfigError, Settings, load, parse_listen_address, parse_duration
 from .engine import Engine, Workspace, describe_error
 from .exposition import Renderer
 from .sinks import SINKS, start_sinks
-from .sources import rest
+from .sources.errors import Forbidden
+from .sources.rest import RestSource
 from .store import MetricStore
 from .webconfig import WebConfig, load_web_config
 
@@ -27,75 +31,11 @@ EXIT_CONFIG = 2
 STARTUP_RETRY_SECONDS = 10
 
 
-# What the demo watches when its configuration names no tables or custom queries: the collectors section of
-# docs/examples/custom-metrics.yml (tests/test_custom.py keeps the two equal), so the demo shows table health and
-# custom metrics, and the example is proven against the simulated workspace.
-DEMO_COLLECTORS: dict[str, dict] = {
-    "tables": {
-        "interval": "5m",
-        "tables": {
-            "main.processed.customer_data": {"max_staleness": "30m"},
-            "main.sales.orders": {"max_staleness": "1h"},
-            "main.gold.daily_revenue": {"max_staleness": "30m"},
-        },
-        "schemas": {
-            "main.bronze": {"max_staleness": "15m"},
-            "main.raw": {"exclude": ["_tmp$"], "max_staleness": "30m"},
-        },
-    },
-    "custom": {
-        "interval": "1m",
-        "queries": [
-            {
-                "name": "data_quality_pass_ratio",
-                "help": "Share of records passing the data-quality check in its latest run.",
-                "interval": "15m",
-                "value_column": "pass_ratio",
-                "label_columns": ["table_name", "check_name"],
-                "sql": (
-                    "SELECT table_name, check_name, passed_records / total_records AS pass_ratio\n"
-                    "FROM main.monitoring.data_quality_metrics\n"
-                    "WHERE timestamp = (SELECT MAX(timestamp) FROM main.monitoring.data_quality_metrics)\n"
-                    "  AND total_records > 0\n"
-                ),
-            },
-            {
-                "name": "reconciliation_rows",
-                "help": "Row counts of a dataset in its source and in its target table.",
-                "interval": "5m",
-                "value_column": "row_count",
-                "label_columns": ["dataset", "side"],
-                "sql": (
-                    "SELECT 'customer_data' AS dataset, 'source' AS side, COUNT(*) AS row_count\n"
-                    "FROM main.raw.customer_data WHERE status = 'active'\n"
-                    "UNION ALL\n"
-                    "SELECT 'customer_data' AS dataset, 'target' AS side, COUNT(*) AS row_count\n"
-                    "FROM main.processed.customer_data\n"
-                ),
-            },
-            {
-                "name": "data_last_updated_timestamp_seconds",
-                "help": "The newest updated_at in the table.",
-                "interval": "5m",
-                "value_column": "last_updated",
-                "label_columns": ["table_name"],
-                "sql": (
-                    "SELECT 'main.processed.customer_data' AS table_name,\n"
-                    "       unix_seconds(MAX(updated_at)) AS last_updated\n"
-                    "FROM main.processed.customer_data\n"
-                ),
-            },
-            {
-                "name": "customer_rows_ingested_total",
-                "help": "Rows ingested into main.raw.customer_data.",
-                "type": "counter",
-                "interval": "5m",
-                "value_column": "ingested",
-                "sql": "SELECT COUNT(*) AS ingested FROM main.raw.customer_data",
-            },
-        ],
-    },
-}
+# The example configuration of table health and custom SQL metrics ships in the package (the docs link to it), so that
+# the demo finds it in any install: when the demo's configuration names no tables or custom queries, it watches the
+# example's, which shows them off and proves the example against the simulated workspace.
+EXAMPLE_CONFIG = resources.files(__package__).joinpath("examples", "custom-metrics.yml")
+DEMO_COLLECTORS: dict[str, dict] = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))["collectors"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -151,7 +91,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = load(args.config_file, COLLECTORS, SINKS)
     if getattr(args, "listen_address", None):
         try:
-            settings.listen_address = _listen_address(args.listen_address)
+            settings.listen_address = parse_listen_address(args.listen_address)
         except ValueError as exc:
             raise ConfigError(f"--web.listen-address: {exc}") from None
     settings.state_file = args.state_file or settings.state_file
@@ -167,20 +107,18 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _validate_workspaces(settings: Settings) -> None:
     """Fail at start, with exit code 2, when a workspace has no usable credential, cannot be reached, or rejects
     the credential: these are configuration mistakes. Once running, the same failures are only collector failures."""
-    from databricks.sdk.errors import PermissionDenied, Unauthenticated
-
     for index, workspace in enumerate(settings.workspaces):
         where = f"{settings.source}: workspaces[{index}]" if settings.source != "<defaults>" else "environment"
         try:
-            client = rest.make_client(workspace, retry_timeout=STARTUP_RETRY_SECONDS)
+            source = RestSource.connect(workspace, retry_timeout=STARTUP_RETRY_SECONDS)
         except ValueError as exc:
             raise ConfigError(f"{where}: no usable credential for {workspace.host or 'the host'} "
                               f"({logs.REDACT(describe_error(exc))}); give a token (DATABRICKS_TOKEN), an OAuth "
                               f"client_id and client_secret, or a profile") from None
         try:
-            rest.resolve_workspace_id(client, workspace)
-            client.current_user.me()
-        except (Unauthenticated, PermissionDenied) as exc:
+            source.workspace_id(workspace)
+            source.current_user()
+        except Forbidden as exc:
             raise ConfigError(f"{where}.token: the workspace {workspace.host} rejected the credential "
                               f"({logs.REDACT(describe_error(exc))})") from None
         except Exception as exc:  # noqa: BLE001 - anything else means the host cannot be used
@@ -240,9 +178,9 @@ def cmd_check(settings: Settings) -> int:
         workspace = Workspace(workspace_settings, MetricStore())
         try:
             workspace.connect()
-            client, workspace_id = workspace.client, workspace.workspace_id
-            user = client.current_user.me()
-            print(f"  connected: workspace_id {workspace_id}, as {user.user_name or user.display_name}")
+            user = workspace.rest.current_user()
+            print(f"  connected: workspace_id {workspace.workspace_id}, as "
+                  f"{user.get('userName') or user.get('displayName')}")
         except Exception as exc:  # noqa: BLE001
             print(f"  FAILED to connect: {logs.REDACT(describe_error(exc))}")
             ok = False
@@ -264,8 +202,8 @@ def cmd_check(settings: Settings) -> int:
 
 
 def demo_collectors(settings: Settings) -> None:
-    """The demo's tables and custom queries (DEMO_COLLECTORS), for the collectors its configuration leaves
-    without any; their own intervals unless the configuration sets one."""
+    """The demo's tables and custom queries (DEMO_COLLECTORS, the example's), for the collectors its configuration
+    leaves without any; their own intervals unless the configuration sets one."""
     for name, section in DEMO_COLLECTORS.items():
         collector, spec = settings.collectors.get(name), COLLECTORS.get(name)
         if collector is None or any(collector.options.get(key) for key in section if key != "interval"):
@@ -277,6 +215,7 @@ def demo_collectors(settings: Settings) -> None:
                 collector.timeout = max(collector.interval, 10.0)
         collector.options.update({key: copy.deepcopy(value) for key, value in section.items() if key != "interval"})
         spec.validate_options(collector.options, lambda message, key: ConfigError(f"demo {name}.{key}: {message}"))
+        collector.validated = True
 
 
 def _simulator_server():

@@ -8,8 +8,9 @@ import logging
 from typing import Callable
 
 from .. import metrics as m
-from ..sources.sql import literal, rejected
-from ..store import Cycle
+from ..sources.errors import StatementRejected
+from ..sources.sql import literal
+from ..cycle import Cycle
 from .base import register
 from .system_tables import IncrementalTableCollector, sql_timestamp, status_class, utc
 
@@ -80,9 +81,8 @@ class AuditCollector(IncrementalTableCollector):
                 cycle.start_at_zero(m.AUDIT_ADMIN_GROUP_CHANGES, action_name=name)
         try:
             newest = self.count_new_rows(cycle, state)
-        except Exception as exc:
-            if rejected(exc):           # the grant was revoked: idle again, and say so
-                state["readable"] = False
+        except StatementRejected:
+            state["readable"] = False       # the grant was revoked: idle again (next cycle), and say so
             raise
         if newest is not None:
             state["latest"] = max(state.get("latest", 0.0), newest)
@@ -93,9 +93,7 @@ class AuditCollector(IncrementalTableCollector):
         try:
             self.query(self.check_statement())
             return True
-        except Exception as exc:
-            if not rejected(exc):
-                raise
+        except StatementRejected:
             log.warning("system.access.audit cannot be read with this credential; the audit collector stays idle "
                         "(grant SELECT on system.access.audit to enable it)", extra={"collector": self.name})
             return False
@@ -112,7 +110,5 @@ class AuditCollector(IncrementalTableCollector):
     def check_query(self) -> str:
         try:
             return super().check_query()
-        except Exception as exc:
-            if rejected(exc):
-                return f"cannot read system.access.audit ({type(exc).__name__}): the audit collector stays idle"
-            raise
+        except StatementRejected as exc:
+            return f"cannot read system.access.audit ({str(exc)[:120]}): the audit collector stays idle"

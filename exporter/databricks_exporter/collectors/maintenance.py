@@ -8,7 +8,7 @@ from typing import Callable
 
 from .. import metrics as m
 from ..sources.sql import literal
-from ..store import Cycle
+from ..cycle import Cycle
 from .base import register
 from .system_tables import IncrementalTableCollector, amount, sql_timestamp, utc
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import math
 
-from databricks.sdk.errors import NotFound, PermissionDenied
 from prometheus_client.parser import text_string_to_metric_families
 
 from .. import metrics as m
-from ..sources import rest
-from ..store import OTHER, Cycle
+from ..sources.errors import Forbidden, NotFound
+from ..cycle import OTHER, Cycle
 from .base import Collector, NameFilter, register
 
 QUANTILES = (0.5, 0.9, 0.99)
@@ -87,10 +86,10 @@ class ServingCollector(Collector):
                   "needs CAN QUERY); workspace admins see all")
 
     def check(self) -> str:
-        endpoints = rest.serving_endpoints(self.client)
+        endpoints = self.rest.serving_endpoints()
         if not endpoints:
             return "listed 0 serving endpoints"
-        rest.serving_endpoint_metrics(self.client, endpoints[0]["name"])
+        self.rest.serving_endpoint_metrics(endpoints[0]["name"])
         return f"listed {len(endpoints)} serving endpoints and read the metrics export of {endpoints[0]['name']}"
 
     def collect(self, cycle: Cycle, state: dict) -> None:
@@ -98,7 +97,7 @@ class ServingCollector(Collector):
         counted: dict[str, float] = state.setdefault("counted_until", {})   # endpoint/entity -> minute end counted
         wanted = NameFilter(self.settings.options["include"], self.settings.options["exclude"])
         listed: set[str] = set()
-        for endpoint in rest.serving_endpoints(self.client):
+        for endpoint in self.rest.serving_endpoints():
             name = endpoint.get("name")
             if not isinstance(name, str) or not name or not wanted(name):
                 continue
@@ -106,9 +105,9 @@ class ServingCollector(Collector):
             with cycle.item("serving endpoint"):
                 self._emit_state(cycle, endpoint)
             try:
-                entities = parse_export(rest.serving_endpoint_metrics(self.client, name),
+                entities = parse_export(self.rest.serving_endpoint_metrics(name),
                                         self.clock() // 60 * 60)
-            except (NotFound, PermissionDenied, ValueError):
+            except (NotFound, Forbidden, ValueError):
                 # One endpoint's export (no permission, just deleted, garbled) does not hide the others.
                 cycle.inc(m.SERVING_METRICS_ERRORS, endpoint_name=name)
                 continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .. import metrics as m
 from ..sources.sql import literal
-from ..store import Cycle
+from ..cycle import Cycle
 from .base import register
 from .system_tables import IncrementalTableCollector, amount, sql_timestamp, status_class
 
