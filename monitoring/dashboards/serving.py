@@ -18,7 +18,8 @@ def per_entity(metric: str, extra: str = "") -> str:
 def build():
     endpoint = (info_variable("endpoint", "Endpoint", "databricks_serving_endpoint_info", "endpoint_name",
                               "task", multi=True)
-                .regex('/endpoint_name="(?<value>[^"]+)"/'))
+                # An endpoint's name is its id: one group gives both.
+                .regex('/endpoint_name="(?<text>(?<value>[^"]+))"/'))
     return new_dashboard(UID, "Databricks model serving endpoints: which are ready, their traffic, server and client "
                               "errors, latency, the replicas' utilization and provisioned concurrency, and the "
                               "tokens LLM endpoints process.", [endpoint], [
