@@ -453,13 +453,13 @@ GROUPS = [
         Alert("DatabricksServingEndpointLatencyHigh", "warning", dashboard="databricks-serving",
               expr=r"""
                   (
-                    databricks_serving_request_latency_seconds{quantile="0.9"}
+                    databricks_serving_request_latency_seconds{percentile="90"}
                       * on(workspace_id, endpoint_name) group_left(task) databricks_serving_endpoint_info{task=""}
                       > on() group_left() databricks:alert_threshold{threshold="serving_latency_p90_seconds"}
                   )
                   or
                   (
-                    databricks_serving_request_latency_seconds{quantile="0.9"}
+                    databricks_serving_request_latency_seconds{percentile="90"}
                       * on(workspace_id, endpoint_name) group_left(task) databricks_serving_endpoint_info{task!=""}
                       > on() group_left() databricks:alert_threshold{threshold="serving_llm_latency_p90_seconds"}
                   )

@@ -130,7 +130,7 @@ def test_serving_errors_shows_as_5xx_and_latency_on_its_endpoint(workspace, cloc
     store = MetricStore()
     instance = collector("serving", workspace, clock, lookback=0)
     run_cycle(instance, store)
-    before = by(store, "databricks_serving_request_latency_seconds", "endpoint_name", quantile="0.5")
+    before = by(store, "databricks_serving_request_latency_seconds", "endpoint_name", percentile="50")
     assert before["fraud-scoring"] < 0.1
     request = urllib.request.Request(f"{server.url}/simulator/scenarios/serving_errors", method="POST", data=b"")
     targets = json.loads(urllib.request.urlopen(request, timeout=10).read())["targets"]
@@ -140,9 +140,9 @@ def test_serving_errors_shows_as_5xx_and_latency_on_its_endpoint(workspace, cloc
         for _ in range(8):
             clock.advance(30)
             run_cycle(instance, store)
-        after = by(store, "databricks_serving_request_latency_seconds", "endpoint_name", quantile="0.5")
+        after = by(store, "databricks_serving_request_latency_seconds", "endpoint_name", percentile="50")
         assert 0.25 < after["fraud-scoring"] < 1.0            # the median of 400 ms, within its bucket
-        others = by(store, "databricks_serving_request_latency_seconds", "served_entity", quantile="0.5",
+        others = by(store, "databricks_serving_request_latency_seconds", "served_entity", percentile="50",
                     endpoint_name="demand-forecast")
         assert len(others) == 2 and max(others.values()) < 0.25     # the other endpoints unchanged
         expected = truth(server, since)["serving"]

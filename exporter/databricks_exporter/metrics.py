@@ -438,9 +438,10 @@ SERVING_ERRORS = define(
     "request_5xx_count_total, each minute counted once.", _SE + ("status_class",), **_SVM)
 SERVING_LATENCY = define(
     "databricks_serving_request_latency_seconds", GAUGE,
-    "Round-trip latency of the served entity's requests in its latest reported minute at the quantile (0.5, 0.9, "
-    "0.99), interpolated within the buckets of that minute's request_latency_ms histogram as histogram_quantile "
-    "does; absent for a minute without requests.", _SE + ("quantile",), unit="seconds", **_SVM)
+    "Round-trip latency of the served entity's requests in its latest reported minute at the percentile (50, 90, "
+    "99), interpolated within the buckets of that minute's request_latency_ms histogram as histogram_quantile "
+    "does; absent for a minute without requests. (The label is not `quantile`: that belongs to summaries.)",
+    _SE + ("percentile",), unit="seconds", **_SVM)
 SERVING_CPU = define(
     "databricks_serving_cpu_utilization_ratio", GAUGE,
     "Average CPU utilization across the served entity's replicas in its latest reported minute.", _SE, unit="ratio",

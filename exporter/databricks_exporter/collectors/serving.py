@@ -17,7 +17,7 @@ from ..sources.errors import Forbidden, NotFound
 from ..cycle import OTHER, Cycle
 from .base import Collector, NameFilter, register
 
-QUANTILES = (0.5, 0.9, 0.99)
+PERCENTILES = (50, 90, 99)
 # Metric export name -> (our gauge, scale to base units).
 GAUGES = {
     "cpu_usage_percentage": (m.SERVING_CPU, 0.01),
@@ -140,10 +140,10 @@ class ServingCollector(Collector):
             for sample_name, (metric, scale) in GAUGES.items():
                 if sample_name in minute.values:
                     cycle.gauge(metric, minute.values[sample_name] * scale, **labels)
-            for q in QUANTILES:
-                value = quantile(q, minute.buckets)
+            for percentile in PERCENTILES:
+                value = quantile(percentile / 100, minute.buckets)
                 if value is not None:
-                    cycle.gauge(m.SERVING_LATENCY, value, quantile=str(q), **labels)
+                    cycle.gauge(m.SERVING_LATENCY, value, percentile=str(percentile), **labels)
             for status in ("4xx", "5xx"):        # so that an entity's first errors are an increase
                 cycle.start_at_zero(m.SERVING_ERRORS, status_class=status, **labels)
             if minute.stamp is None:
