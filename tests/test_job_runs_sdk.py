@@ -16,18 +16,12 @@ from databricks_exporter.cycle import Cycle
 from databricks_exporter.sources.rest import RestSource
 from databricks_exporter.store import MetricStore
 from databricks_sim import SimulatedWorkspace, SimulatorServer
+from sql_helpers import FakeClock
 
 pytestmark = pytest.mark.integration
 
 T0 = 1_790_000_000.0
 
-
-class FakeClock:
-    def __init__(self, t: float):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def total(store: MetricStore, name: str, **match) -> float:

@@ -49,18 +49,14 @@ def restore_logging():
         logging.getLogger(name).setLevel(value)
 
 
-class EngineFacing:
-    """What the engine asks of a collector besides collect (Collector's defaults)."""
+class FakeCollector:
+    name = "jobs"
 
     def state_problem(self, state: dict) -> str:
         return ""
 
     def committed(self, state: dict) -> None:
         pass
-
-
-class FakeCollector(EngineFacing):
-    name = "jobs"
 
     def collect(self, cycle: Cycle, state: dict) -> None:
         cycle.inc(m.JOB_RUNS, 2, job_id="7", result_state="SUCCESS", trigger="PERIODIC")
@@ -91,7 +87,7 @@ def test_json_lines_carry_the_cycle_context(monkeypatch, capsys):
     assert multi["event"] == "line one\nline two" and multi["sink"] == "otlp" and multi["level"] == "warning"
 
 
-class ForbiddenItemsCollector(EngineFacing):
+class ForbiddenItemsCollector(FakeCollector):
     """Skips two items a 403 refused, every cycle, and counts one run."""
 
     name = "pipelines"

@@ -335,7 +335,8 @@ def test_every_pipeline_metric_has_values_and_the_event_log_is_read_as_the_api_a
     assert quiet and not [p for p in quiet if p in per_pipeline], (quiet, per_pipeline)
     for pipeline_id, returned in per_pipeline.items():
         assert statuses[pipeline_id] not in QUIET
-        assert len(returned) <= cycles + 1 and max(returned) <= 25, (pipeline_id, returned)
+        # the events of the 5-minute re-read margin (event_margin), not the whole log
+        assert len(returned) <= cycles + 1 and max(returned) <= 100, (pipeline_id, returned)
     assert not others, others     # no get, no updates list in steady state
     print(f"\nsteady state, {cycles} cycles: {cycles} list requests, {len(idle)} events requests "
           f"({len(per_pipeline)} running pipelines of {len(statuses)}, returning {sum(map(sum, per_pipeline.values()))}"

@@ -24,22 +24,13 @@ from databricks.sdk.service.compute import ListClustersFilterBy, State
 
 from databricks_sim import SimulatedWorkspace, SimulatorServer
 from databricks_sim.truth import Ledger
+from sql_helpers import FakeClock
 
 pytestmark = pytest.mark.integration
 
 T0 = 1_790_000_000.0   # a fixed "now" for injected-clock tests (2026-09-21)
 ACTIVE = {"QUEUED", "PENDING", "RUNNING", "TERMINATING"}
 
-
-class FakeClock:
-    def __init__(self, t: float = T0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +155,7 @@ def test_cluster_events_follow_next_page(server, w, paused):
 
 
 def test_cluster_lifecycle_over_two_days():
-    clock = FakeClock()
+    clock = FakeClock(T0)
     ws = SimulatedWorkspace(seed=4, start=T0, clock=clock, n_jobs=1)
     clock.advance(2 * 86400)
     now = ws.now_ms()
@@ -323,7 +314,7 @@ def test_warehouses(w):
 
 
 def test_warehouses_start_scale_stop_and_degrade():
-    clock = FakeClock()
+    clock = FakeClock(T0)
     ws = SimulatedWorkspace(seed=3, start=T0, clock=clock, n_jobs=1, n_warehouses=8)
     clock.advance(2 * 86400)
     ws.list_warehouses()
@@ -452,7 +443,7 @@ def test_the_ledger_counts_what_ended_inside_the_window_in_whatever_order_it_was
 
 
 def test_the_world_keeps_moving_with_the_clock():
-    clock = FakeClock()
+    clock = FakeClock(T0)
     ws = SimulatedWorkspace(seed=2, start=T0, clock=clock, history_seconds=3 * 3600)
     before = {r["run_id"] for r in ws.list_runs(limit=25)["runs"]}
     states_before = {c["cluster_id"]: c["state"] for c in ws.list_clusters()["clusters"]}
@@ -500,7 +491,7 @@ def _snapshot(ws: SimulatedWorkspace) -> str:
 
 def test_determinism_by_seed_and_independence_from_query_pattern():
     history = 4 * 3600
-    stepped_clock, jumped_clock = FakeClock(), FakeClock()
+    stepped_clock, jumped_clock = FakeClock(T0), FakeClock(T0)
     stepped = SimulatedWorkspace(seed=7, start=T0, clock=stepped_clock, history_seconds=history)
     jumped = SimulatedWorkspace(seed=7, start=T0, clock=jumped_clock, history_seconds=history)
     for _ in range(6):      # one is queried every 5 minutes, the other only at the end

@@ -20,19 +20,13 @@ from databricks_sim.pipelines import (
     parse_filter,
     parse_iso_ms,
 )
+from sql_helpers import FakeClock
 
 pytestmark = pytest.mark.integration
 
 T0 = 1_790_000_000.0
 SMALL = {"n_clusters": 2, "n_jobs": 2, "n_warehouses": 1}   # pipelines only matter here: keep the rest cheap
 
-
-class FakeClock:
-    def __init__(self, t: float = T0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture(scope="module")
@@ -300,7 +294,7 @@ def test_failure_scenarios_of_the_operations_guide(server):
 
 
 def test_any_six_hours_hold_flow_failures_and_every_terminal_state():
-    ws = SimulatedWorkspace(seed=3, clock=FakeClock(), **SMALL)
+    ws = SimulatedWorkspace(seed=3, clock=FakeClock(T0), **SMALL)
     truth = ws.truth(T0 - 6 * 3600)
     assert truth["pipeline_updates"]["by_state"].get("FAILED", 0) > 0
     failures = sum(1 for p in ws.pipelines.pipelines for e in p.events
@@ -312,20 +306,20 @@ def test_any_six_hours_hold_flow_failures_and_every_terminal_state():
 # ------------------------------------------------------------------------------------------------ model
 
 def test_determinism_by_seed_and_lazy_generation():
-    a = SimulatedWorkspace(seed=9, clock=FakeClock(), **SMALL)
-    b = SimulatedWorkspace(seed=9, clock=FakeClock(), **SMALL)
+    a = SimulatedWorkspace(seed=9, clock=FakeClock(T0), **SMALL)
+    b = SimulatedWorkspace(seed=9, clock=FakeClock(T0), **SMALL)
     a.pipelines.list_pipelines()          # a generates everything now; b only when truth asks
     assert a.truth(T0 - 3600) == b.truth(T0 - 3600)
     pid = a.pipelines.pipelines[0].pipeline_id
     query = {"max_results": ["50"], "order_by": ["timestamp asc"],
              "filter": [f"timestamp >= '{iso_ms(int(T0 * 1000) - 600_000)}'"]}
     assert a.pipelines.list_events(pid, query) == b.pipelines.list_events(pid, query)
-    c = SimulatedWorkspace(seed=10, clock=FakeClock(), **SMALL)
+    c = SimulatedWorkspace(seed=10, clock=FakeClock(T0), **SMALL)
     assert c.truth(T0 - 3600)["pipeline_expectation_records"] != a.truth(T0 - 3600)["pipeline_expectation_records"]
 
 
 def test_the_pipelines_keep_moving_with_the_clock():
-    clock = FakeClock()
+    clock = FakeClock(T0)
     ws = SimulatedWorkspace(seed=4, clock=clock, **SMALL)
     first = {s["pipeline_id"]: s for s in ws.pipelines.list_pipelines(max_results=100)["statuses"]}
     before = ws.truth(T0)

@@ -12,6 +12,7 @@ from databricks.sdk.service.jobs import NotebookTask, SubmitTask
 
 from databricks_sim import SimulatedWorkspace, SimulatorServer
 from databricks_sim.common import ApiError
+from sql_helpers import FakeClock
 
 pytestmark = pytest.mark.integration
 
@@ -19,17 +20,10 @@ T0 = 1_790_000_000.0
 MINUTE, HOUR = 60_000, 3_600_000
 
 
-class FakeClock:
-    def __init__(self, t: float = T0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
 
 @pytest.fixture(scope="module")
 def world():
-    clock = FakeClock()
+    clock = FakeClock(T0)
     ws = SimulatedWorkspace(seed=3, start=T0, clock=clock, permission_gaps=True)
     return clock, ws
 
@@ -179,7 +173,7 @@ def test_permission_gaps_answer_403_with_the_reference_body(server):
 
 
 def test_a_repair_storm_repairs_every_run_that_failed_in_the_last_hour():
-    clock = FakeClock()
+    clock = FakeClock(T0)
     ws = SimulatedWorkspace(seed=4, start=T0, clock=clock, history_seconds=4 * 3600)
     now = ws.now_ms()
     failed = {r.run_id for r in ws.job_set.runs if now - HOUR <= r.latest_end_ms() <= now and not r.active_at(now)

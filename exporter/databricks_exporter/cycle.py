@@ -130,6 +130,12 @@ class Cycle:
         if amount:
             self.increments.append((metric, self._labels(metric, labels), float(amount)))
 
+    def start_at_zero(self, metric: m.Metric, **labels: Any) -> None:
+        """Make the counter series exist (at 0 until something is counted): Prometheus sees the first event as an
+        increase only when the series was there before it."""
+        assert metric.type == m.COUNTER, metric.name
+        self.increments.append((metric, self._labels(metric, labels), 0.0))
+
     def observe(self, metric: m.Metric, value: float, **labels: Any) -> None:
         assert metric.type == m.HISTOGRAM, metric.name
         if not math.isfinite(value):

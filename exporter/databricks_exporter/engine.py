@@ -111,8 +111,8 @@ class Engine:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
-        self._verified: set[str] = set()     # owners whose saved state a commit has since replaced
         self._forbidden_warned: dict[tuple[str, str, str], float] = {}
+        self._verified: set[str] = set()     # owners whose saved state a commit has since replaced
         store.set_gauges("build", {m.BUILD_INFO: {
             label_values(m.BUILD_INFO, {"version": __version__, "python_version": platform.python_version()}): 1}})
 

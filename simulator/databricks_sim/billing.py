@@ -172,6 +172,9 @@ class BillingModel:
         key = f"run:{run.run_id}" if run is not None else f"job:{job.job_id}"
 
         def make():
+            # One-time runs are billed under the job id of the stream that makes them (jobs.OneTimeRuns), one id
+            # for all: a real workspace bills each under its own job_id, which would need the billing collector
+            # to fold them as the jobs collector does.
             meta = {"job_id": str(job.job_id), "job_name": job.name}
             if run is not None:
                 meta["job_run_id"] = str(run.run_id)

@@ -99,7 +99,7 @@ class Request:
 @dataclass
 class Response:
     status: int
-    body: dict
+    body: dict | str
     headers: dict | None = None
 
 
@@ -247,6 +247,10 @@ class SimulatorServer:
             route("GET", "/api/2.2/jobs/get", self._jobs_get),
             route("GET", "/api/2.2/jobs/runs/list", self._runs_list),
             route("GET", "/api/2.2/jobs/runs/get", self._runs_get),
+            # Model serving (simulator/serving.py).
+            route("GET", "/api/2.0/serving-endpoints", self._serving_list),
+            route("GET", "/api/2.0/serving-endpoints/{name}", self._serving_get),
+            route("GET", "/api/2.0/serving-endpoints/{name}/metrics", self._serving_metrics),
             route("POST", "/api/2.2/jobs/runs/repair", self._runs_repair),
             route("POST", "/api/2.2/jobs/runs/submit", self._runs_submit),
             route("GET", "/api/2.0/sql/warehouses", self._warehouses_list),
@@ -391,10 +395,12 @@ class SimulatorServer:
 
     @staticmethod
     def _send(handler: BaseHTTPRequestHandler, response: Response) -> None:
-        payload = json.dumps(response.body).encode()
+        text = isinstance(response.body, str)     # the serving metrics export is Prometheus text
+        payload = response.body.encode() if text else json.dumps(response.body).encode()
         try:
             handler.send_response(response.status)
-            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8" if text
+                                else "application/json")
             handler.send_header("Content-Length", str(len(payload)))
             for name, value in (response.headers or {}).items():
                 handler.send_header(name, value)
@@ -562,6 +568,15 @@ class SimulatorServer:
         if not body.get("tasks"):
             raise invalid_parameter("A one-time run needs at least one task in `tasks`.")
         return Response(200, self.workspace.submit_run(body.get("run_name")))
+
+    def _serving_list(self, request: Request) -> Response:
+        return Response(200, self.workspace.serving.list())
+
+    def _serving_get(self, request: Request) -> Response:
+        return Response(200, self.workspace.serving.get(request.params["name"]))
+
+    def _serving_metrics(self, request: Request) -> Response:
+        return Response(200, self.workspace.serving.metrics_text(request.params["name"]))
 
     def _warehouses_list(self, request: Request) -> Response:
         return Response(200, self.workspace.list_warehouses(page_size=request.integer("page_size"),

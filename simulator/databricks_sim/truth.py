@@ -69,6 +69,8 @@ class Ledger:
         self._dropped = _Entries()            # (at_ms, pipeline_id, dataset, records)
         self._expectations = _Entries()       # (at_ms, pipeline_id, dataset, expectation, passed, failed)
         self._billed: dict[str, dict[str, BilledDay]] = {}    # workspace_id -> YYYY-MM-DD -> day
+        # Serving traffic, audit events, predictive optimization: domain -> (at_ms, visible_ms, key, amount).
+        self._activity: dict[str, _Entries] = {}
 
     # -- recording (called by the domain models)
 
@@ -125,6 +127,19 @@ class Ledger:
     def billed_days(self, workspace_id: str) -> dict[str, BilledDay]:
         """Every day billed so far; the billing model decides which are complete (see billing.py)."""
         return self._billed.setdefault(workspace_id, {})
+
+    def activity(self, domain: str, at_ms: int, visible_ms: int, key: tuple, amount: float = 1) -> None:
+        """Something the serving, audit or maintenance model made happen at at_ms, which a reader of its system
+        table (or export) can see from visible_ms: key names what (e.g. ("5xx", endpoint, entity))."""
+        self._activity.setdefault(domain, _Entries()).add((at_ms, visible_ms, key, amount))
+
+    def activity_counts(self, domain: str, since_ms: float, now_ms: int, visible: bool = True) -> dict[tuple, float]:
+        """Amounts by key of what happened in [since, now]; with visible, only what could be seen by now."""
+        out: dict[tuple, float] = {}
+        for _, seen, key, amount in self._activity.get(domain, _Entries()).between(since_ms, now_ms):
+            if not visible or seen <= now_ms:
+                _bump(out, key, amount)
+        return out
 
     def job_runs(self, since_ms: float, now_ms: int) -> dict:
         by_job: dict[str, dict[str, int]] = {}

@@ -15,11 +15,14 @@ from __future__ import annotations
 import threading
 import time
 
+from .audit import AuditLog
 from .clusters import ClusterSet
 from .common import DAY_MS, stable_hex
 from .jobs import RUN_ID_EPOCH_S, JobSet
+from .maintenance import PredictiveOptimization
 from .pipelines import PipelineSet
 from .scenarios import ScenarioSet
+from .serving import ServingEndpoints
 from .truth import Ledger
 from .warehouses import WarehouseSet
 
@@ -68,6 +71,9 @@ class SimulatedWorkspace:
         self.clusters = self.cluster_set.clusters
         self.jobs = self.job_set.jobs
         self.warehouses = self.warehouse_set.warehouses
+        # Serving endpoints, the audit log and predictive optimization draw their activity minute by minute.
+        self.serving = ServingEndpoints(self)
+        self.activity = [self.serving, AuditLog(self), PredictiveOptimization(self)]
         self._generated_until_ms = self.world_start_ms - 1
         with self.lock:
             self.advance(self.now_ms())
@@ -176,7 +182,8 @@ class SimulatedWorkspace:
             return {"since": since_s, "now": now / 1000, "job_runs": self.ledger.job_runs(since_ms, now),
                     "job_run_repairs": self.ledger.job_repairs(since_ms, now),
                     "job_run_retries": self.ledger.job_retries(since_ms, now),
-                    "forbidden": self.forbidden(), **self.ledger.pipelines(since_ms, now)}
+                    "forbidden": self.forbidden(), **self.ledger.pipelines(since_ms, now),
+                    **{k: v for stream in self.activity for k, v in stream.truth(since_ms, now).items()}}
 
     def forbidden(self) -> dict:
         """The objects whose details answer 403 (see permission_gaps)."""

@@ -138,23 +138,6 @@ class Cursor:
         self.state["seen"] = {k: ts for k, ts in self.state["seen"].items() if ts >= watermark}
 
 
-class Retention:
-    """When each entity (job, pipeline, cluster) was last listed, kept in the collector's state: one that is missing
-    from a listing (a malformed item, a permission blip, a filter change, a terminated cluster) keeps its cursor and
-    counters for `retention`, so it resumes where it was when it comes back; only one gone longer is forgotten."""
-
-    def __init__(self, state: dict, key: str = "last_listed"):
-        self.last_listed: dict[str, float] = state.setdefault(key, {})
-
-    def kept(self, listed, now: float, retention: float) -> set[str]:
-        """Note the entities listed now; return them with those listed within the retention, and forget the rest."""
-        for entity in listed:
-            self.last_listed[str(entity)] = now
-        for entity in [e for e, at in self.last_listed.items() if at < now - retention]:
-            del self.last_listed[entity]
-        return set(self.last_listed)
-
-
 class Skip:
     """Whether the item of a skipped_if_forbidden block was skipped."""
 
@@ -195,6 +178,21 @@ def with_forbidden(seen: str, forbidden: list[str], permission: str) -> str:
     if not forbidden:
         return seen
     return f"{seen}; {len(forbidden)} forbidden (403, needs {permission}): {', '.join(forbidden)}"
+class Retention:
+    """When each entity (job, pipeline, cluster) was last listed, kept in the collector's state: one that is missing
+    from a listing (a malformed item, a permission blip, a filter change, a terminated cluster) keeps its cursor and
+    counters for `retention`, so it resumes where it was when it comes back; only one gone longer is forgotten."""
+
+    def __init__(self, state: dict, key: str = "last_listed"):
+        self.last_listed: dict[str, float] = state.setdefault(key, {})
+
+    def kept(self, listed, now: float, retention: float) -> set[str]:
+        """Note the entities listed now; return them with those listed within the retention, and forget the rest."""
+        for entity in listed:
+            self.last_listed[str(entity)] = now
+        for entity in [e for e, at in self.last_listed.items() if at < now - retention]:
+            del self.last_listed[entity]
+        return set(self.last_listed)
 
 
 class NameFilter:

@@ -17,9 +17,9 @@ NOT_TERMINATED = ["PENDING", "RUNNING", "RESTARTING", "RESIZING", "TERMINATING",
 # reads back only to the last successful cycle (less this margin, for a terminated_time set a little before the
 # cluster left the list of live ones), so the memory only needs to outlast the margin, not the exporter's uptime.
 TERMINATION_MEMORY_MS = 2 * 86400 * 1000
-TERMINATION_SCAN_MARGIN_MS = 3600 * 1000
 EVENTS_PERMISSION = "CAN ATTACH TO on the cluster"
 CHECK_PROBES = 100          # `check` reads the events of at most this many clusters
+TERMINATION_SCAN_MARGIN_MS = 3600 * 1000
 
 
 @register

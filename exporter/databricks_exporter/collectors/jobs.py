@@ -187,10 +187,7 @@ class JobsCollector(Collector):
                               forbidden, "CAN VIEW on the job")
 
     def collect(self, cycle: Cycle, state: dict) -> None:
-        jobs = JobsCycle(self, cycle, state)
-        jobs.run()
-        # The newest success and failure of jobs deleted longer than the retention ago are forgotten.
-        self.keep_within_retention(cycle, state, [*jobs.names, ONE_TIME], "job_id", maps=jobs.last.values())
+        JobsCycle(self, cycle, state).run()
 
     def list_jobs(self, cycle: Cycle, force: bool = False) -> dict[str, str]:
         """job_id -> name of every job, from a list at most jobs_list_interval old (or fresh when forced)."""
@@ -226,7 +223,7 @@ class JobsCycle:
     """
 
     def __init__(self, collector: JobsCollector, cycle: Cycle, state: dict):
-        self.c, self.cycle, self.rest = collector, cycle, collector.rest
+        self.c, self.cycle, self.rest, self.state = collector, cycle, collector.rest, state
         options = collector.settings.options
         self.since_ms = collector.counting_since(state) * 1000
         self.now_ms = collector.clock() * 1000
@@ -278,6 +275,7 @@ class JobsCycle:
         self.read_by_id(start, c.option("repair_checks_per_cycle"))
         c._finished_ages.append(self.finished_ages)
         cursor.advance(newest - options["listing_margin"] * 1000)
+        c.keep_within_retention(self.cycle, self.state, [*self.names, ONE_TIME], "job_id", maps=self.last.values())
         done = [r for r, f in self.followed.items() if not f["check"] and self.now_ms - f["end"] > self.window_ms]
         for run_id in done:
             del self.followed[run_id]
@@ -330,7 +328,7 @@ class JobsCycle:
     def observe(self, run: dict, count_first_end: bool) -> None:
         """Everything one sighting of a run tells: its first end (counted once, when count_first_end: the run is
         pending or new), repairs that ended since the last sighting, and whether it is active now."""
-        run_id = str(run["run_id"])
+        run_id = str(int(run["run_id"]))    # a garbled id fails the item here, before it is remembered
         label = self.job_label(run)
         if not self.wanted(label):
             self.pending.pop(run_id, None)
@@ -351,7 +349,7 @@ class JobsCycle:
 
     def follow_repairs(self, run: dict, label: str, original: dict) -> None:
         """Count the run's repairs that ended and are not counted yet, and decide when to read it again."""
-        run_id = str(run["run_id"])
+        run_id = str(int(run["run_id"]))
         repairs = repairs_of(run)
         entry = self.followed.get(run_id)
         floor = self.since_ms
