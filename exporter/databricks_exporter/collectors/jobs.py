@@ -196,7 +196,7 @@ class JobsCollector(Collector):
 
     def _emit_jobs(self, cycle: Cycle) -> dict[str, str]:
         if self.clock() - self._jobs_listed_at >= self.settings.options.get("jobs_list_interval", 0):
-            self._jobs = list(self.rest.jobs())
+            self._jobs = [slim_job(job) for job in self.rest.jobs()]
             self._jobs_listed_at = self.clock()
         names: dict[str, str] = {}
         for job in self._jobs:
@@ -232,3 +232,12 @@ class JobsCollector(Collector):
                     latest[key] = task
             for key, task in latest.items():
                 cycle.inc(m.JOB_TASK_RUNS, job_id=job_id, task_key=key, result_state=run_result(task))
+
+
+def slim_job(job: dict) -> dict:
+    """What _emit_job reads of a listed job: the list is kept between refreshes, and whole job settings (tasks,
+    clusters, notifications) of 10,000 jobs would be tens of megabytes."""
+    settings = job.get("settings") if isinstance(job, dict) else None
+    if not isinstance(settings, dict):
+        return job
+    return {"job_id": job.get("job_id"), "settings": {k: settings[k] for k in ("name", "schedule") if k in settings}}
