@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 
-from . import __version__, logs
+from . import __version__, allocator, logs
 from .collectors import COLLECTORS
 from .config import ConfigError, Settings, load, parse_listen_address, parse_duration
 from .engine import Engine, Workspace, describe_error
@@ -197,6 +197,8 @@ def _wait_for_signal() -> None:
 def cmd_serve(settings: Settings, banner: str = "", web_config: WebConfig | None = None) -> int:
     from .web import serve
 
+    stop = threading.Event()
+    allocator.tune(stop)      # before the threads start: the arena limit applies to arenas not yet made
     store = MetricStore(settings.state_file)
     loaded = store.load()
     engine = Engine(settings, store)
@@ -208,7 +210,6 @@ def cmd_serve(settings: Settings, banner: str = "", web_config: WebConfig | None
     if banner:
         print(banner.format(port=port), flush=True)
     engine.start()
-    stop = threading.Event()
     sinks = start_sinks(settings, store, stop)
     _wait_for_signal()
     log.info("shutting down")
