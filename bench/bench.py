@@ -39,6 +39,7 @@ from databricks_sim.server import SimulatorServer
 sizes, seeds = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 for seed in seeds:
     server = SimulatorServer(port=0, seed=seed, workspace_id=1_000_000_000 + seed, **sizes).start()
+    server.workspace.truth()     # generate the backfilled history now, not inside the exporter's first requests
     print(server.url, server.token, flush=True)
 stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *a: stop.set())
@@ -487,12 +488,10 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     try:
         started = time.monotonic()
-        while True:
-            try:
-                if urllib.request.urlopen(base + "/readyz", timeout=5).status == 200:
-                    break
-            except OSError:
-                pass
+        # Ready: every REST collector of every workspace has finished a cycle (/readyz also counts failed ones).
+        wanted = {(f"ws{i}", c) for i in range(len(endpoints)) for c in ("clusters", "jobs", "pipelines", "queries",
+                                                                         "warehouses")}
+        while not wanted <= finished_cycles(log_path):
             if exporter.poll() is not None:
                 sys.exit(f"exporter exited:\n{log_path.read_text()[-3000:]}")
             time.sleep(2)
@@ -539,6 +538,15 @@ def main() -> None:
         exporter.wait(30)
         for sim in sims:
             sim.wait(30)
+
+
+def finished_cycles(log_path: Path) -> set[tuple[str, str]]:
+    out = set()
+    for line in log_path.read_text().splitlines():
+        if '"collection cycle finished"' in line:
+            entry = json.loads(line)
+            out.add((entry["workspace"], entry["collector"]))
+    return out
 
 
 def load() -> str:
