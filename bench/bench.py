@@ -448,6 +448,8 @@ def main() -> None:
     parser.add_argument("--series", type=int, default=100_000, help="series of the synthetic /metrics target")
     parser.add_argument("--scrape-only", action="store_true", help="only the /metrics part")
     parser.add_argument("--no-scrape", action="store_true", help="leave out the /metrics part")
+    parser.add_argument("--no-state-file", action="store_true",
+                        help="run the exporter without a state file (every commit rewrites it whole otherwise)")
     parser.add_argument("--workspaces", type=int, default=1, help="simulated workspaces of this size, one exporter")
     parser.add_argument("--simulator-processes", type=int, default=4, help="processes the workspaces are spread over")
     parser.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES",
@@ -477,7 +479,8 @@ def main() -> None:
     config = work / "config.yml"
     workspaces = "".join(f"  - {{name: ws{i}, host: '{url}', token: '{token}'}}\n"
                          for i, (url, token) in enumerate(endpoints))
-    config.write_text(f"state_file: {work / 'state.json'}\nweb: {{listen_address: '127.0.0.1:{port}'}}\n"
+    state_file = "" if args.no_state_file else f"state_file: {work / 'state.json'}\n"
+    config.write_text(f"{state_file}web: {{listen_address: '127.0.0.1:{port}'}}\n"
                       "log: {format: json}\ncollectors: {clusters: {timeout: 120s}, jobs: {timeout: 300s}, "
                       f"queries: {{timeout: 300s}}, pipelines: {{timeout: 300s}}}}\nworkspaces:\n{workspaces}")
     env = {**os.environ, "DBX_BENCH_SNAPSHOT": str(work / "tracemalloc")}
