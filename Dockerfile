@@ -31,7 +31,9 @@ CMD ["simulate", "--listen", "0.0.0.0:8080"]
 FROM base AS exporter
 # An empty simulator/ folder: the package build looks there, and the exporter's image carries no simulator.
 RUN mkdir -p /src/simulator && pip install /src && rm -rf /src
-# The state file (cursors and counters) lives here; a named volume mounted on it inherits the ownership.
+# The state file (cursors and counters) lives here by default ($STATE_DIRECTORY/state.json); a named volume mounted
+# on it inherits the ownership.
+ENV STATE_DIRECTORY=/var/lib/databricks-exporter
 VOLUME /var/lib/databricks-exporter
 USER 10001:10001
 EXPOSE 9977

@@ -432,6 +432,77 @@ GROUPS = [
                            "average {{ $value | humanize1024 }}B, far below the 128-256 MiB Delta aims for; "
                            "every read lists and opens them all.")),
     ]),
+    Group("databricks-serving.alerts", [
+        Alert("DatabricksServingEndpointErrorRateHigh", "critical", dashboard="databricks-serving",
+              expr=r"""
+                  (
+                    workspace_endpoint:databricks_serving_5xx:ratio5m
+                      > on() group_left() databricks:alert_threshold{threshold="serving_5xx_ratio"}
+                  )
+                  and on(workspace_id, endpoint_name)
+                  (
+                    workspace_endpoint:databricks_serving_requests:increase5m
+                      >= on() group_left() databricks:alert_threshold{threshold="serving_min_requests_5m"}
+                  )
+              """,
+              summary=("Serving endpoint {{ $labels.endpoint_name }} answers {{ $value | humanizePercentage }} "
+                       "of requests with 5xx."),
+              description=("{{ $value | humanizePercentage }} of the requests to serving endpoint "
+                           "{{ $labels.endpoint_name }} in workspace {{ $labels.workspace_id }} have failed "
+                           "with a server error (5xx) for 5 minutes: its callers get errors.")),
+        Alert("DatabricksServingEndpointLatencyHigh", "warning", dashboard="databricks-serving",
+              expr=r"""
+                  (
+                    databricks_serving_request_latency_seconds{percentile="90"}
+                      * on(workspace_id, endpoint_name) group_left(task) databricks_serving_endpoint_info{task=""}
+                      > on() group_left() databricks:alert_threshold{threshold="serving_latency_p90_seconds"}
+                  )
+                  or
+                  (
+                    databricks_serving_request_latency_seconds{percentile="90"}
+                      * on(workspace_id, endpoint_name) group_left(task) databricks_serving_endpoint_info{task!=""}
+                      > on() group_left() databricks:alert_threshold{threshold="serving_llm_latency_p90_seconds"}
+                  )
+              """,
+              summary=("Nine in ten requests to {{ $labels.endpoint_name }} ({{ $labels.served_entity }}) take "
+                       "up to {{ $value | humanizeDuration }}."),
+              description=("The 90th percentile latency of served entity {{ $labels.served_entity }} on "
+                           "endpoint {{ $labels.endpoint_name }} (workspace {{ $labels.workspace_id }}) has been "
+                           "{{ $value | humanizeDuration }} for 10 minutes, beyond its threshold."),
+              note=("Custom models and endpoints with a task (LLMs, whose answers take seconds) have their own "
+                    "thresholds.")),
+        Alert("DatabricksServingEndpointNotReady", "warning", dashboard="databricks-serving",
+              expr=r"""
+                  (databricks_serving_endpoint_ready == 0)
+                  * on(workspace_id, endpoint_name) group_left(state)
+                  (databricks_serving_endpoint_config_update_state == 1)
+              """,
+              summary="Serving endpoint {{ $labels.endpoint_name }} is not ready ({{ $labels.state }}).",
+              description=("Serving endpoint {{ $labels.endpoint_name }} in workspace {{ $labels.workspace_id }} "
+                           "has been NOT_READY for 15 minutes; its latest configuration update is "
+                           "{{ $labels.state }}. Requests to it fail.")),
+    ]),
+    Group("databricks-security.alerts", [
+        Alert("DatabricksFailedLoginBurst", "critical", dashboard="databricks-security",
+              expr=r"""
+                  round(workspace:databricks_audit_failed_logins:increase15m)
+                    > on() group_left() databricks:alert_threshold{threshold="failed_logins_15m"}
+              """,
+              summary="{{ $value }} failed logins to workspace {{ $labels.workspace_id }} in 15 minutes.",
+              description=("The audit log of workspace {{ $labels.workspace_id }} shows {{ $value }} failed "
+                           "logins (accounts/login answered 4xx) in the last 15 minutes: password guessing or "
+                           "a broken integration.")),
+        Alert("DatabricksAdminPermissionChange", "warning", dashboard="databricks-security",
+              expr=r"""
+                  round(workspace:databricks_audit_admin_group_changes:increase15m) > 0
+                  unless on() databricks:change_window:open
+              """,
+              summary="The admins of workspace {{ $labels.workspace_id }} changed outside the change window.",
+              description=("{{ $value }} changes to the membership of an admin group of workspace "
+                           "{{ $labels.workspace_id }} appeared in the audit log in the last 15 minutes, outside "
+                           "the change window."),
+              note="The window is monitoring/config.py CHANGE_WINDOW, recorded as databricks:change_window:open."),
+    ]),
     Group("databricks-cost.alerts", [
         Alert("DatabricksBudgetExceeded", "warning", dashboard="databricks-cost",
               expr=r"""

@@ -30,6 +30,8 @@ DASHBOARDS = {
     "databricks-sql": "SQL warehouses",
     "databricks-pipelines": "Pipelines and data quality",
     "databricks-cost": "Cost and budgets",
+    "databricks-serving": "Model serving",
+    "databricks-security": "Security",
     "databricks-exporter": "Exporter health",
 }
 
@@ -70,7 +72,19 @@ THRESHOLDS: dict[str, float] = {
     "cost_spike_min_amount": 100,
     "budget_forecast_from_day": 4,
     "billing_stale_seconds": 86400,
+    # Model serving
+    "serving_5xx_ratio": 0.05,
+    "serving_min_requests_5m": 50,
+    "serving_latency_p90_seconds": 0.5,           # custom models (endpoints without a task)
+    "serving_llm_latency_p90_seconds": 10,        # endpoints with a task (llm/v1/chat, ...): answers take seconds
+    # Security
+    "failed_logins_15m": 20,
 }
+
+# When changes to admin rights are expected (a change process's window), in UTC: Monday to Friday from
+# start_hour to end_hour. DatabricksAdminPermissionChange fires for a change outside it. Recorded as the series
+# databricks:change_window:open (1 inside the window, absent outside).
+CHANGE_WINDOW = {"weekdays": (1, 5), "start_hour": 8, "end_hour": 18}    # day_of_week(): 0 = Sunday
 
 # How old a collector's last success may get before DatabricksCollectorDataStale, about five of its default
 # intervals (and never under 10 minutes); recorded as the threshold collector_stale_seconds with a collector
@@ -83,6 +97,10 @@ COLLECTOR_STALE_SECONDS: dict[str, int] = {
     "pipelines": 600,
     "utilization": 1800,
     "billing": 3600,
+    "serving": 600,
+    "audit": 3600,
+    "serving_usage": 3600,
+    "predictive_optimization": 14400,
     "default": 3600,
 }
 
@@ -107,6 +125,9 @@ FOR: dict[str, str] = {
     "DatabricksPipelineBacklogHigh": "15m",
     "DatabricksTableStale": "10m",
     "DatabricksTableSmallFiles": "1h",
+    "DatabricksServingEndpointErrorRateHigh": "5m",
+    "DatabricksServingEndpointLatencyHigh": "10m",
+    "DatabricksServingEndpointNotReady": "15m",
 }
 
 

@@ -4,7 +4,7 @@ level:metric:operations (https://prometheus.io/docs/practices/rules/)."""
 
 from __future__ import annotations
 
-from .config import COLLECTOR_STALE_SECONDS, THRESHOLDS
+from .config import CHANGE_WINDOW, COLLECTOR_STALE_SECONDS, THRESHOLDS
 from .rules import THRESHOLD_SERIES, Group, Record
 
 HEADER = """\
@@ -223,6 +223,57 @@ GROUPS = [
                    )
                      / (workspace_pipeline_dataset:databricks_pipeline_records_evaluated:increase1h > 0)
                """),
+    ]),
+    Group("databricks-serving.rules", [
+        Record("workspace_endpoint:databricks_serving_requests:increase5m",
+               r"""
+                   sum by (workspace_id, endpoint_name) (increase(databricks_serving_requests_total[5m]))
+               """),
+        Record("workspace_endpoint:databricks_serving_5xx:ratio5m",
+               r"""
+                   sum by (workspace_id, endpoint_name) (
+                       increase(databricks_serving_request_errors_total{status_class="5xx"}[5m])
+                     or
+                       increase(databricks_serving_requests_total[5m]) * 0
+                   )
+                   / (workspace_endpoint:databricks_serving_requests:increase5m > 0)
+               """,
+               note="Requests that answered 5xx over all requests of the endpoint in the last 5 minutes; 0 for an "
+                    "endpoint that has had no 5xx at all (its error series does not exist yet)."),
+    ]),
+    Group("databricks-security.rules", [
+        Record("workspace:databricks_audit_failed_logins:increase15m",
+               r"""
+                   sum by (workspace_id) (
+                       (
+                         databricks_audit_events_total{service_name="accounts", action_name="login", status_class="4xx"}
+                         unless
+                         databricks_audit_events_total offset 15m
+                       )
+                         and on(workspace_id) (databricks_workspace_info offset 15m)
+                     or
+                       increase(databricks_audit_events_total{service_name="accounts", action_name="login", status_class="4xx"}[15m])
+                   )
+               """,
+               note="Born-aware (see the header): the audit collector reads minutes of events at once, so the "
+                    "first failed logins arrive in the sample that creates the series."),
+        Record("workspace:databricks_audit_admin_group_changes:increase15m",
+               r"""
+                   sum by (workspace_id) (
+                       (databricks_audit_admin_group_changes_total unless databricks_audit_admin_group_changes_total offset 15m)
+                         and on(workspace_id) (databricks_workspace_info offset 15m)
+                     or
+                       increase(databricks_audit_admin_group_changes_total[15m])
+                   )
+               """),
+        Record("databricks:change_window:open",
+               f"""
+                   vector(1)
+                     and on() (day_of_week() >= {CHANGE_WINDOW["weekdays"][0]} <= {CHANGE_WINDOW["weekdays"][1]})
+                     and on() (hour() >= {CHANGE_WINDOW["start_hour"]} < {CHANGE_WINDOW["end_hour"]})
+               """,
+               note="1 while changes to admin rights are expected (monitoring/config.py CHANGE_WINDOW, UTC), "
+                    "absent otherwise."),
     ]),
     Group("databricks-cost.rules", [
         Record("workspace:databricks_billing_cost_today:sum",

@@ -235,6 +235,12 @@ def test_image_is_small_and_runs_the_exporter_by_default():
     assert instruction("EXPOSE") == ["9977"]
 
 
+def test_the_image_keeps_its_state_on_its_volume_by_default():
+    # Without --state.file the exporter keeps its state in $STATE_DIRECTORY: the image's volume.
+    assert instruction("ENV")[-1] == "STATE_DIRECTORY=/var/lib/databricks-exporter"
+    assert instruction("VOLUME") == ["/var/lib/databricks-exporter"]
+
+
 def test_the_exporter_image_carries_no_simulator_and_the_simulator_image_does():
     copies = lambda stage: [args.split()[0] for args in instruction("COPY", stage)]
     assert "simulator" not in copies("exporter")

@@ -124,3 +124,25 @@ def test_shards_split_the_workspaces_between_exporters(tmp_path):
     assert all(len(share) >= 5 for share in seen)          # and the shares are roughly even
     assert seen[0] == [w.host for w in load(write(tmp_path, text + "shard: {index: 0, count: 3}\n"),
                                              COLLECTORS).workspaces]   # deterministic
+
+
+def test_the_default_state_file_is_the_services_state_directory_else_the_users():
+    from databricks_exporter.config import default_state_file
+
+    environ = {"STATE_DIRECTORY": "/var/lib/x:/var/lib/y", "HOME": "/home/u"}
+    assert default_state_file(environ) == "/var/lib/x/state.json"
+    assert default_state_file({"XDG_STATE_HOME": "/s", "HOME": "/home/u"}) == "/s/databricks-exporter/state.json"
+    assert default_state_file({"HOME": "/home/u"}).endswith("/.local/state/databricks-exporter/state.json")
+
+
+def test_retention_is_a_duration_of_seven_days_by_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABRICKS_HOST", "https://example.cloud.databricks.com")
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dapi0123456789")
+    from databricks_exporter.collectors import COLLECTORS
+    from databricks_exporter.config import load
+    from databricks_exporter.sinks import SINKS
+
+    path = tmp_path / "config.yml"
+    path.write_text("retention: 2d\n")
+    assert load(str(path), COLLECTORS, SINKS).retention == 2 * 86400
+    assert load(None, COLLECTORS, SINKS).retention == 7 * 86400

@@ -3,14 +3,67 @@
 from __future__ import annotations
 
 import json
+import random
+import signal
 import time
 
 import pytest
+import yaml
 
-from conftest import fast_config, wait_for
+from conftest import converge_on_truth, fast_config, sigkill_restarts, truth, wait_for
 from test_integration import parse, total
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def simulator():
+    """The drills' workspace plays the permission gaps (one job's runs/get, one pipeline's events and one cluster's
+    events answer 403), as the served simulator does."""
+    from databricks_sim.server import SimulatorServer
+
+    server = SimulatorServer(port=0, seed=7, permission_gaps=True).start()
+    yield server
+    server.shutdown()
+
+
+def post_json(url: str, body: dict | None = None, token: str | None = None) -> dict:
+    import urllib.request
+
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, method="POST", data=json.dumps(body or {}).encode(), headers=headers)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def repair_a_short_failed_run(simulator) -> int:
+    """Repair (runs/repair) the recently failed multitask run whose tasks are quickest, on warm compute; its run_id."""
+    ws = simulator.workspace
+    now = ws.now_ms()
+    forbidden = ws.forbidden()["job_ids"]
+    runs = [r for r in ws.job_set.runs if r.job.multitask and r.job.compute != "job_cluster"
+            and (r.repairs[-1].result if r.repairs else r.result) == "FAILED" and not r.active_at(now)
+            and now - 7_200_000 < r.latest_end_ms() and r.run_type == "JOB_RUN" and str(r.job_id) not in forbidden]
+    run = min(runs, key=lambda r: sum(t.median_ms for t in r.job.tasks))
+    post_json(f"{simulator.url}/api/2.2/jobs/runs/repair", {
+        "run_id": run.run_id, "rerun_all_failed_tasks": True,
+        "latest_repair_id": run.repairs[-1].repair_id if run.repairs else None}, simulator.token)
+    return run.run_id
+
+
+RESULTS = ("SUCCESS", "FAILED", "TIMEDOUT", "CANCELED", "SKIPPED", "INTERNAL_ERROR")
+
+
+def without(truth: dict, pipeline_id: str) -> tuple[int, int, int]:
+    """Pipeline updates, passed and failed expectation records in the truth, less one pipeline's."""
+    updates = truth["pipeline_updates"]["total"] - sum(truth["pipeline_updates"]["by_pipeline"].get(pipeline_id, {})
+                                                       .values())
+    records = truth["pipeline_expectation_records"]
+    mine = [counts for datasets in records["by_pipeline"].get(pipeline_id, {}).values() for counts in datasets.values()]
+    return (updates, records["by_outcome"]["passed"] - sum(c["passed"] for c in mine),
+            records["by_outcome"]["failed"] - sum(c["failed"] for c in mine))
 
 
 @pytest.mark.parametrize("content", [b'{"version": 1, "collectors": {"1/jobs": {"runs"', b"\x00\xff garbage",
@@ -26,17 +79,16 @@ def test_a_damaged_state_file_means_a_warning_and_a_fresh_start(exporter_factory
     assert total(samples, "databricks_exporter_collector_up") >= 3
     assert "damaged" in exporter.log() and exporter.state_file.with_suffix(".json.corrupt").exists()
     # and the fresh state it writes is whole JSON again
-    wait_for(lambda: json.loads(exporter.state_file.read_text()).get("version") == 1, 20, what="a new state file")
+    wait_for(lambda: json.loads(exporter.state_file.read_text()).get("version") == 2, 20, what="a new state file")
 
 
 def test_crash_and_restart_drill(simulator, exporter_factory, prometheus_factory):
-    """SIGKILL the exporter at random moments, ten times, while the workload runs. The counters the real Prometheus
-    scraped (job runs, queries, pipeline updates, expectation records) never reset, and in the end equal the
-    simulated workspace's truth since each collector began counting: nothing lost, nothing counted twice."""
-    import random
-    import signal
-    import urllib.request
-
+    """SIGKILL the exporter at random moments, ten times, while the workload runs: runs repaired (a repair_storm,
+    and a repair that starts and ends while the exporter is down), tasks retried inside runs, one-time runs
+    submitted, and one job, one pipeline and one cluster answering 403. The counters the real Prometheus scraped
+    (job runs, one-time runs, repairs, retries, queries, pipeline updates, expectation records) never reset, and in
+    the end equal the simulated workspace's truth since each collector began counting (less what the credential
+    may not read: the forbidden pipeline's event log): nothing lost, nothing counted twice."""
     from conftest import http_get
 
     config = fast_config()
@@ -48,40 +100,155 @@ def test_crash_and_restart_drill(simulator, exporter_factory, prometheus_factory
              for c in ("jobs", "queries", "pipelines")}
     assert all(since.values()), since
     prometheus = prometheus_factory([f"127.0.0.1:{exporter.port}"])
+    post_json(f"{simulator.url}/simulator/scenarios/repair_storm")
+
+    def while_down(n: int) -> None:
+        for k in range(5):
+            post_json(f"{simulator.url}/api/2.2/jobs/runs/submit", {"run_name": f"drill-{n}-{k}", "tasks": [
+                {"task_key": "load", "notebook_task": {"notebook_path": "/Shared/load"}}]}, simulator.token)
+        if n == 4:
+            # A repair that starts and ends while the exporter is down.
+            repaired = repair_a_short_failed_run(simulator)
+            wait_for(lambda: json.loads(http_get(f"{simulator.url}/api/2.2/jobs/runs/get?run_id={repaired}", {
+                "Authorization": f"Bearer {simulator.token}"})[2])["end_time"], 120, what="the repair to end")
+
     rng = random.Random(11)
-    for _ in range(10):
-        time.sleep(rng.uniform(0.5, 4.0))
-        exporter.kill(signal.SIGKILL)
-        time.sleep(rng.uniform(0.0, 2.0))
-        exporter.start()
-    urllib.request.urlopen(urllib.request.Request(simulator.url + "/simulator/pause", method="POST", data=b""),
-                           timeout=10).read()
-    try:
-        def truth_since(collector: str) -> dict:
-            return json.loads(http_get(f"{simulator.url}/simulator/truth?since={since[collector]}")[2])
+    sigkill_restarts(exporter, [(rng.uniform(0.5, 4.0), rng.uniform(0.0, 2.0)) for _ in range(10)],
+                     while_down=while_down)
 
-        pipelines = truth_since("pipelines")
-        expected = {
-            "sum(databricks_job_runs_total)": truth_since("jobs")["job_runs"]["total"],
-            "sum(databricks_queries_total)": truth_since("queries")["queries"]["total"],
-            "sum(databricks_pipeline_updates_total)": pipelines["pipeline_updates"]["total"],
-            'sum(databricks_pipeline_expectation_records_total{outcome="passed"})':
-                pipelines["pipeline_expectation_records"]["by_outcome"]["passed"],
-            'sum(databricks_pipeline_expectation_records_total{outcome="failed"})':
-                pipelines["pipeline_expectation_records"]["by_outcome"]["failed"],
+    def expected() -> dict:
+        jobs, queries, pipelines = (truth(simulator, since[c]) for c in ("jobs", "queries", "pipelines"))
+        updates, passed, failed = without(pipelines, pipelines["forbidden"]["pipeline_ids"][0])
+        by_result: dict[str, int] = {}
+        for results in jobs["job_runs"]["by_job"].values():
+            for result, n in results.items():
+                by_result[result] = by_result.get(result, 0) + n
+        want = {
+            "sum(databricks_job_runs_total)": jobs["job_runs"]["total"],
+            **{f'sum(databricks_job_runs_total{{result_state="{r}"}}) or vector(0)': by_result.get(r, 0)
+               for r in RESULTS},
+            'sum(databricks_job_runs_total{job_id="_one_time"})': sum(
+                n for run_type, results in jobs["job_runs"]["by_run_type"].items() if run_type != "JOB_RUN"
+                for n in results.values()),
+            "sum(databricks_job_run_repairs_total)": jobs["job_run_repairs"]["total"],
+            "sum(databricks_job_run_retries_total)": jobs["job_run_retries"]["total"],
+            "sum(databricks_job_run_duration_seconds_count)": jobs["job_runs"]["total"],
+            "sum(databricks_queries_total)": queries["queries"]["total"],
+            "sum(databricks_pipeline_updates_total)": updates,
+            'sum(databricks_pipeline_expectation_records_total{outcome="passed"})': passed,
+            'sum(databricks_pipeline_expectation_records_total{outcome="failed"})': failed,
         }
-        assert all(expected.values()), expected
+        assert all(v for q, v in want.items() if "vector(0)" not in q), want
+        return want
 
-        def scraped() -> dict:
-            return {q: float(r[0]["value"][1]) if (r := prometheus.query(q)) else -1 for q in expected}
+    promql = list(expected())       # the same queries whenever asked; only the truth's values change
 
-        wait_for(lambda: scraped() == {q: float(v) for q, v in expected.items()}, 90,
-                 what=f"Prometheus to scrape the truth {expected}")
-        window = int(time.time() - min(since.values())) + 60
-        for name in ("databricks_job_runs_total", "databricks_queries_total", "databricks_pipeline_updates_total",
-                     "databricks_pipeline_expectation_records_total"):
-            assert prometheus.query(f"sum(resets({name}[{window}s])) > 0") == [], name
-        print(f"crash drill: Prometheus scraped {scraped()}; truth {expected}")
+    def scraped() -> dict:
+        return {q: float(r[0]["value"][1]) if (r := prometheus.query(q)) else -1 for q in promql}
+
+    got, want = converge_on_truth(simulator, scraped, expected, timeout=90, what="Prometheus to scrape the truth")
+    window = int(time.time() - min(since.values())) + 60
+    for name in ("databricks_job_runs_total", "databricks_job_run_repairs_total",
+                 "databricks_job_run_retries_total", "databricks_queries_total", "databricks_pipeline_updates_total",
+                 "databricks_pipeline_expectation_records_total"):
+        assert prometheus.query(f"sum(resets({name}[{window}s])) > 0") == [], name
+    assert prometheus.query("sum(databricks_exporter_forbidden_items_total) > 0"), "the 403 items were noted"
+    print(f"crash drill: Prometheus scraped {got}; truth {want}")
+
+
+def test_a_state_directory_that_cannot_be_written_downs_the_collectors_until_it_can(exporter_factory):
+    """The volume under the state file goes away (a plain file takes the directory's name, so that even root cannot
+    write there): collectors report down with an error naming the file, the counters served stay those saved, and
+    once the directory is back the collectors come up by themselves and the file holds what is served."""
+    from test_store import break_directory, mend_directory
+
+    exporter = exporter_factory(fast_config())
+    directory = exporter.state_file.parent / "state"
+    directory.mkdir()
+    exporter.state_file = directory / "state.json"
+    config = yaml.safe_load(exporter.config_path.read_text())
+    config["state_file"] = str(exporter.state_file)
+    exporter.config_path.write_text(yaml.safe_dump(config))
+    exporter.start()
+    aside = break_directory(directory)
+    wait_for(lambda: total(parse(exporter.metrics()), "databricks_exporter_collector_up", collector="jobs") == 0,
+             30, what="jobs down while the state cannot be saved")
+    assert f"cannot save the state to {exporter.state_file}" in exporter.log()
+    served = total(parse(exporter.metrics()), "databricks_exporter_api_requests_total")
+    mend_directory(directory, aside)
+    wait_for(lambda: total(parse(exporter.metrics()), "databricks_exporter_collector_up", collector="jobs") == 1,
+             30, what="jobs up again once the state can be saved")
+    saved = json.loads(exporter.state_file.read_text())["counters"]["databricks_exporter_api_requests_total"]
+    assert sum(value for _, value in saved) >= served
+
+
+def test_without_a_state_file_the_default_location_keeps_counting_across_a_restart(exporter_factory, tmp_path):
+    """No state_file configured: the state goes to the user's state directory (here $XDG_STATE_HOME, inside the
+    test's directory), so a restart counts the lookback hour once, not again."""
+    exporter = exporter_factory(fast_config(state_file=None), env={"XDG_STATE_HOME": str(tmp_path / "xdg")})
+    default = tmp_path / "xdg" / "databricks-exporter" / "state.json"
+    exporter.start()
+    since = total(parse(exporter.metrics()), "databricks_exporter_counting_since_timestamp_seconds", collector="jobs")
+    wait_for(default.exists, 20, what=f"the state in {default}")
+    exporter.kill(signal.SIGTERM)
+    exporter.start()
+    again = total(parse(exporter.metrics()), "databricks_exporter_counting_since_timestamp_seconds", collector="jobs")
+    assert since and again == since
+
+
+def test_no_state_counts_from_the_process_start_not_the_lookback(exporter_factory, tmp_path):
+    exporter = exporter_factory(fast_config(state_file=None), env={"XDG_STATE_HOME": str(tmp_path / "xdg")})
+    started = time.time()
+    exporter.start("--no-state")
+    since = total(parse(exporter.metrics()), "databricks_exporter_counting_since_timestamp_seconds", collector="jobs")
+    assert started - 5 <= since <= time.time()
+    assert not (tmp_path / "xdg").exists()
+
+
+def test_serve_stops_within_5_seconds_on_sigterm_with_the_state_saved(exporter_factory):
+    config = fast_config()
+    config["collectors"].update({"queries": {"interval": "2s"}, "pipelines": {"interval": "2s"}})
+    exporter = exporter_factory(config).start()
+    time.sleep(3)       # cycles in flight, SQL session open
+    served = total(parse(exporter.metrics()), "databricks_exporter_api_requests_total")
+    started = time.monotonic()
+    exporter.proc.send_signal(signal.SIGTERM)
+    exporter.proc.wait(30)
+    assert time.monotonic() - started < 5 and exporter.proc.returncode == 0
+    saved = json.loads(exporter.state_file.read_text())["counters"]["databricks_exporter_api_requests_total"]
+    assert sum(value for _, value in saved) >= served
+    after = exporter.log().split("shutting down", 1)[1]
+    assert "ERROR" not in after and "Traceback" not in after, after
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_demo_stops_within_5_seconds_without_error_spam(tmp_path, sig):
+    import re
+    import subprocess
+    import sys
+
+    from conftest import http_get
+
+    state = tmp_path / "state.json"
+    proc = subprocess.Popen([sys.executable, "-m", "databricks_exporter", "demo", "--sim.listen", "127.0.0.1:0",
+                             "--web.listen-address", "127.0.0.1:0", "--state.file", str(state)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        port = None
+        while port is None:
+            line = proc.stdout.readline()
+            assert line, "demo exited before printing its banner"
+            port = (re.search(r"exporter:\s+http://127.0.0.1:(\d+)/", line) or [None, None])[1]
+        # Ready means every collector finished a cycle: the SQL collectors hold their session.
+        wait_for(lambda: http_get(f"http://127.0.0.1:{port}/readyz", timeout=2)[0] == 200, 90, what="demo ready")
+        started = time.monotonic()
+        proc.send_signal(sig)
+        rest, _ = proc.communicate(timeout=60)
+        assert time.monotonic() - started < 5 and proc.returncode == 0, rest
     finally:
-        urllib.request.urlopen(urllib.request.Request(simulator.url + "/simulator/resume", method="POST", data=b""),
-                               timeout=10).read()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    after = rest.split("shutting down", 1)[1]
+    assert "ERROR" not in after and "Traceback" not in after and len(after.splitlines()) < 5, after
+    assert json.loads(state.read_text())["version"] == 2

@@ -83,8 +83,8 @@ def test_each_overlay_renders_the_exporter_and_everything_around_it(rendered, ov
     counted: dict[str, int] = {}
     for obj in rendered[overlay]:
         counted[obj["kind"]] = counted.get(obj["kind"], 0) + 1
-    # 7 dashboards and the exporter's configuration; one PrometheusRule per rule file.
-    assert counted == {"ServiceAccount": 1, "Service": 1, "ServiceMonitor": 1, "PrometheusRule": 2, "ConfigMap": 8,
+    # 9 dashboards and the exporter's configuration; one PrometheusRule per rule file.
+    assert counted == {"ServiceAccount": 1, "Service": 1, "ServiceMonitor": 1, "PrometheusRule": 2, "ConfigMap": 10,
                        **kinds}
 
 
@@ -190,7 +190,7 @@ def test_the_rendered_rules_and_dashboards_are_their_sources(rendered, overlay):
                   and o["metadata"].get("labels", {}).get("grafana_dashboard") == "1"
                   for key, value in o["data"].items()}
     assert dashboards == {p.name: p.read_text() for p in DASHBOARD_FILES}
-    assert len(dashboards) == 7
+    assert len(dashboards) == 9
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import logging
 import threading
@@ -20,6 +19,8 @@ from databricks_exporter.engine import Engine
 from databricks_exporter.sinks import SINKS
 from databricks_exporter.cycle import Cycle
 from databricks_exporter.store import MetricStore
+
+from conftest import StubHandler, serve_stub
 
 SECRETS = {
     "DATABRICKS_TOKEN": "dapi0123456789abcdef0123456789abcdef",
@@ -51,6 +52,12 @@ def restore_logging():
 class FakeCollector:
     name = "jobs"
 
+    def state_problem(self, state: dict) -> str:
+        return ""
+
+    def committed(self, state: dict) -> None:
+        pass
+
     def collect(self, cycle: Cycle, state: dict) -> None:
         cycle.inc(m.JOB_RUNS, 2, job_id="7", result_state="SUCCESS", trigger="PERIODIC")
         cycle.gauge(m.JOB_INFO, 1, job_id="7", job_name="etl", schedule_paused="false")
@@ -80,6 +87,40 @@ def test_json_lines_carry_the_cycle_context(monkeypatch, capsys):
     assert multi["event"] == "line one\nline two" and multi["sink"] == "otlp" and multi["level"] == "warning"
 
 
+class ForbiddenItemsCollector(FakeCollector):
+    """Skips two items a 403 refused, every cycle, and counts one run."""
+
+    name = "pipelines"
+
+    def collect(self, cycle: Cycle, state: dict) -> None:
+        cycle.forbidden("event log of pipeline p-1", "CAN VIEW on the pipeline")
+        cycle.forbidden("event log of pipeline p-2", "CAN VIEW on the pipeline")
+        cycle.inc(m.JOB_RUNS, 1, job_id="7", result_state="SUCCESS", trigger="PERIODIC")
+
+
+def test_forbidden_items_are_counted_each_cycle_and_warned_about_once_an_hour(monkeypatch, capsys):
+    monkeypatch.setenv("DATABRICKS_HOST", "https://example.cloud.databricks.com")
+    now = [1_790_000_000.0]
+    store = MetricStore()
+    engine = Engine(load(None, COLLECTORS, SINKS), store, clock=lambda: now[0])
+    workspace = engine.workspaces[0]
+    workspace.workspace_id = "42"
+    logs.setup("info", "json")
+    for minutes in (0, 1, 30, 61):
+        now[0] = 1_790_000_000.0 + minutes * 60
+        assert engine.run_cycle(workspace, ForbiddenItemsCollector())     # the collector stays up
+    entries = [json.loads(line) for line in capsys.readouterr().err.strip().splitlines()]
+    warnings = [e["event"] for e in entries if e["level"] == "warning"]
+    # Two items, warned about at minute 0 and again at minute 61: four warnings for eight skips.
+    assert warnings == ["skipped event log of pipeline p-1: the credential may list it but not read it (403); grant "
+                        "CAN VIEW on the pipeline",
+                        "skipped event log of pipeline p-2: the credential may list it but not read it (403); grant "
+                        "CAN VIEW on the pipeline"] * 2
+    assert store.value("databricks_exporter_forbidden_items_total", workspace_id="42", collector="pipelines") == 8
+    assert store.value("databricks_job_runs_total", workspace_id="42", job_id="7", result_state="SUCCESS",
+                       trigger="PERIODIC") == 4
+
+
 def test_text_stays_readable(capsys):
     logs.setup("info", "text")
     logging.getLogger("databricks_exporter.engine").info(
@@ -90,37 +131,18 @@ def test_text_stays_readable(capsys):
     assert not line.startswith("{")
 
 
-class _EchoDatabricks(http.server.BaseHTTPRequestHandler):
+class _EchoDatabricks(StubHandler):
     """A workspace API that misbehaves: it echoes the caller's Authorization header back in the body."""
 
     def do_GET(self):
-        body = json.dumps({"id": "1", "userName": self.headers.get("Authorization", ""),
-                           "displayName": "echo"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.reply(200, json.dumps({"id": "1", "userName": self.headers.get("Authorization", ""),
+                                    "displayName": "echo"}).encode(), "application/json")
 
 
-class _Otlp(http.server.BaseHTTPRequestHandler):
+class _Otlp(StubHandler):
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-def _serve(handler) -> http.server.ThreadingHTTPServer:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    return server
+        self.reply(200)
 
 
 @pytest.mark.parametrize("fmt", ["json", "text"])
@@ -135,7 +157,7 @@ def test_no_secret_reaches_a_log_line_at_any_level(fmt, tmp_path, monkeypatch, c
     monkeypatch.delenv("DATABRICKS_CONFIG_PROFILE", raising=False)
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
-    databricks, otlp = _serve(_EchoDatabricks), _serve(_Otlp)
+    databricks, otlp = serve_stub(_EchoDatabricks), serve_stub(_Otlp)
     try:
         host, port = moto.get_host_and_port()
         config = tmp_path / "config.yml"

@@ -24,7 +24,8 @@ RUNBOOK = ROOT / "docs" / "runbook.md"
 
 RUNBOOK_URL = "https://github.com/databricks-exporter/databricks-exporter/blob/main/docs/runbook.md"
 DASHBOARD_UIDS = {"databricks-overview", "databricks-compute", "databricks-jobs", "databricks-sql",
-                  "databricks-pipelines", "databricks-cost", "databricks-exporter"}
+                  "databricks-pipelines", "databricks-cost", "databricks-serving", "databricks-security",
+                  "databricks-exporter"}
 SEVERITIES = {"critical", "warning", "info"}
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def test_counters_histograms_and_cursor_survive_a_restart(tmp_path):
     assert dict(hist.cumulative(m.JOB_RUN_DURATION))[60] == 1
 
 
-@pytest.mark.parametrize("content", ["{\"version\": 1, \"count", "not json", "[]", "{\"version\": 99}", ""])
+@pytest.mark.parametrize("content", ["{\"version\": 1, \"count", "not json", "[]", "{\"version\": 0}", ""])
 def test_damaged_state_file_starts_afresh_and_is_kept_aside(tmp_path, content, caplog):
     path = tmp_path / "state.json"
     path.write_text(content)
@@ -171,3 +172,119 @@ def test_a_state_file_with_the_admitted_entities_in_the_collector_state_loses_no
     restarted = MetricStore(str(path))
     restarted.load()
     assert restarted.admitted("1/jobs") == ["a", "b"]
+
+
+def test_the_exporters_own_counters_are_served_only_once_saved(tmp_path):
+    # Counted by the exporter itself (API requests), outside any collector cycle: what a scrape serves must be in the
+    # file, so that a restart starts from it and increase() sees no drop.
+    path = str(tmp_path / "state.json")
+    store = MetricStore(path)
+    labels = {"workspace_id": "1", "endpoint": "/api/2.1/jobs/runs/list", "status_code": "200"}
+    for _ in range(7):
+        store.inc(m.API_REQUESTS, labels)
+    store.observe(m.SQL_QUERY_DURATION, {"workspace_id": "1", "collector": "billing"}, 0.5)
+    renderer = Renderer(store)
+    assert b"api_requests_total" not in renderer.render()         # not saved yet, so not served
+    assert store.flush()
+    served = renderer.render().decode()
+    assert 'databricks_exporter_api_requests_total{endpoint="/api/2.1/jobs/runs/list",status_code="200",' \
+           'workspace_id="1"} 7.0' in served
+    restarted = MetricStore(path)
+    restarted.load()
+    assert restarted.value("databricks_exporter_api_requests_total", **labels) == 7
+    assert restarted.value("databricks_exporter_sql_query_duration_seconds", workspace_id="1",
+                           collector="billing").count == 1
+
+
+def break_directory(directory: Path) -> Path:
+    """Make every write into `directory` fail, even as root: the directory moves aside and a plain file takes its
+    name (ENOTDIR), as an unmounted or vanished volume would. Returns where the directory went."""
+    aside = directory.with_name(directory.name + ".aside")
+    directory.rename(aside)
+    directory.write_text("")
+    return aside
+
+
+def mend_directory(directory: Path, aside: Path) -> None:
+    directory.unlink()
+    aside.rename(directory)
+
+
+def test_a_failed_save_publishes_nothing_and_recovers_when_the_disk_does(tmp_path):
+    directory = tmp_path / "state"
+    directory.mkdir()
+    path = directory / "state.json"
+    store = MetricStore(str(path))
+    committed(store, state={"cursor": 1}, runs=[("7", "SUCCESS")], jobs=["7"], durations=[("7", 45)])
+    renderer = Renderer(store)
+    before = renderer.render()
+    aside = break_directory(directory)
+    labels = {"workspace_id": "1", "endpoint": "/api/2.1/jobs/list", "status_code": "200"}
+    store.inc(m.API_REQUESTS, labels)
+    with pytest.raises(OSError, match=f"cannot save the state to {re.escape(str(path))}: File exists"):
+        committed(store, state={"cursor": 2}, runs=[("7", "SUCCESS"), ("8", "FAILED")], jobs=["8"],
+                  durations=[("7", 4000)])
+    # Nothing of the failed commit, nor the unsaved request count, is served; the cursor is the saved one.
+    assert renderer.render() == before
+    assert store.state("1/jobs") == {"cursor": 1}
+    assert store.value("databricks_job_runs_total", workspace_id="1", job_id="7", result_state="SUCCESS",
+                       trigger="PERIODIC") == 1
+    assert store.value("databricks_job_run_duration_seconds", workspace_id="1", job_id="7").count == 1
+    mend_directory(directory, aside)
+    committed(store, state={"cursor": 2}, runs=[("7", "SUCCESS"), ("8", "FAILED")], jobs=["8"])
+    assert store.value("databricks_job_runs_total", workspace_id="1", job_id="7", result_state="SUCCESS",
+                       trigger="PERIODIC") == 2
+    assert store.value("databricks_exporter_api_requests_total", **labels) == 1
+    restarted = MetricStore(str(path))
+    restarted.load()
+    assert restarted.state("1/jobs") == {"cursor": 2}
+    assert restarted.value("databricks_exporter_api_requests_total", **labels) == 1
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_an_upgrade_from_the_released_format_keeps_every_counter_and_cursor(tmp_path):
+    # tests/fixtures/state-v1.json: written by the store of f67d193 (version 1) after one cycle of the clusters,
+    # jobs, pipelines and warehouses collectors against the simulator.
+    path = tmp_path / "state.json"
+    shutil.copy(FIXTURES / "state-v1.json", path)
+    old = json.loads(path.read_text())
+    store = MetricStore(str(path))
+    assert store.load() == f"state loaded from {path}"
+    for owner, state in old["collectors"].items():
+        assert store.state(owner) == state
+    for owner, entities in old["admitted_entities"].items():
+        assert store.admitted(owner) == entities
+    for name, rows in old["counters"].items():
+        metric = m.REGISTRY[name]
+        for values, value in rows:
+            assert store.value(name, **dict(zip(metric.labels, values))) == value
+    assert sum(len(rows) for rows in old["counters"].values()) == 226
+    store.save()
+    new = json.loads(path.read_text())
+    assert new["version"] == 2
+    assert {k: v for k, v in new.items() if k != "version"} == {k: v for k, v in old.items() if k != "version"}
+
+
+def test_a_state_file_from_a_newer_exporter_is_refused_and_left_alone(tmp_path):
+    path = tmp_path / "state.json"
+    content = '{"version": 3, "collectors": {}, "counters": {}, "histograms": {}, "something_new": 1}'
+    path.write_text(content)
+    with pytest.raises(ValueError, match=f"state file {re.escape(str(path))} has version 3, written by a newer "
+                                         f"exporter \\(this one reads up to version 2\\)"):
+        MetricStore(str(path)).load()
+    assert path.read_text() == content and not (tmp_path / "state.json.corrupt").exists()
+
+
+def test_an_entity_without_series_leaves_the_admitted_list():
+    store = MetricStore()
+    assert store.commit("1/jobs", jobs_cycle(["a", "b"]), {}, CardinalityGuard(limit=100)) == 0
+    assert store.admitted("1/jobs") == ["a", "b"]
+    # job b's counters are forgotten (deleted longer than the retention) and it has no gauges left
+    cycle = jobs_cycle(["a"])
+    cycle.keep_only(m.JOB_RUNS, lambda labels: labels["job_id"] != "b")
+    cycle.keep_only(m.JOB_RUN_DURATION, lambda labels: labels["job_id"] != "b")
+    store.commit("1/jobs", cycle, {}, CardinalityGuard(limit=100))
+    store.commit("1/jobs", jobs_cycle(["a"]), {}, CardinalityGuard(limit=100))
+    assert store.admitted("1/jobs") == ["a"]

@@ -87,7 +87,8 @@ def test_network_bytes_are_counted_once_per_minute_across_cycles(server, clock):
     clock.advance(240)
     got = {(lab["cluster_id"], lab["node_role"]): v
            for lab, v in samples(store, "databricks_cluster_network_received_bytes_total")}
-    assert got and {c for c, _ in got} <= running
+    # Clusters that stopped running keep their counters for the retention (7 days), so a restart goes on from them.
+    assert got and set(got) <= set(rx) and {c for c, _ in got} & running
     # A cluster that ran the whole time has every minute since counting began, each once.
     whole = [k for k in got if k in rx and rx[k] == got[k]]
     assert len(whole) >= 3

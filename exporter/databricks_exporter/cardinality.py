@@ -25,9 +25,9 @@ class CardinalityGuard:
         return next((label for label in ENTITY_LABELS if label in metric.labels), None)
 
     def apply(self, cycle: Cycle, existing: set, admitted: list[str]) -> int:
-        """Fold the cycle's series over the ceiling into "_other"; `existing` holds the series the store already
-        has for the cycle's metrics, and `admitted` (updated in place) the entities admitted so far, oldest first.
-        Returns how many series were folded."""
+        """Fold the cycle's series over the ceiling into "_other"; `existing` holds the counter and histogram series
+        the store already has for the collector, and `admitted` (updated in place) the entities admitted so far,
+        oldest first. Returns how many series were folded."""
         if self.limit <= 0:
             return 0
         per_entity: dict[str, set] = {}
@@ -53,13 +53,15 @@ class CardinalityGuard:
         keep: set[str] = set()
         for entity in admitted + sorted(e for e in per_entity if e not in known):
             size = sum(width for _, _, width in per_entity.get(entity, ()))
-            if size <= room:
+            if entity in per_entity and size <= room:
                 room -= size
                 keep.add(entity)
                 if entity not in known:
                     admitted.append(entity)
                     known.add(entity)
-        admitted[:] = [e for e in admitted if e in keep or e not in per_entity]
+        # An entity with no series left (its counters forgotten after the retention, its gauges gone) leaves the
+        # list: it would otherwise hold its place, and the state file grow, for ever.
+        admitted[:] = [e for e in admitted if e in keep]
         folded = sum(width for e, series in per_entity.items() if e not in keep for _, _, width in series)
         if folded:
             self._fold(cycle, keep)

@@ -9,16 +9,20 @@ import os
 import signal
 import sys
 import threading
+import time
+from importlib import resources
+
+import yaml
 
 from . import __version__, allocator, logs
 from .collectors import COLLECTORS
-from .config import ConfigError, Settings, load, parse_listen_address, parse_duration
+from .config import ConfigError, Settings, default_state_file, load, parse_listen_address, parse_duration
 from .engine import Engine, Workspace, describe_error
 from .exposition import Renderer
 from .sinks import SINKS, start_sinks
 from .sources.errors import Forbidden
 from .sources.rest import RestSource
-from .store import MetricStore
+from .store import MetricStore, StateVersionError
 from .webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("databricks_exporter")
@@ -28,75 +32,16 @@ EXIT_CONFIG = 2
 STARTUP_RETRY_SECONDS = 10
 
 
-# What the demo watches when its configuration names no tables or custom queries: the collectors section of
-# docs/examples/custom-metrics.yml (tests/test_custom.py keeps the two equal), so the demo shows table health and
-# custom metrics, and the example is proven against the simulated workspace.
-DEMO_COLLECTORS: dict[str, dict] = {
-    "tables": {
-        "interval": "5m",
-        "tables": {
-            "main.processed.customer_data": {"max_staleness": "30m"},
-            "main.sales.orders": {"max_staleness": "1h"},
-            "main.gold.daily_revenue": {"max_staleness": "30m"},
-        },
-        "schemas": {
-            "main.bronze": {"max_staleness": "15m"},
-            "main.raw": {"exclude": ["_tmp$"], "max_staleness": "30m"},
-        },
-    },
-    "custom": {
-        "interval": "1m",
-        "queries": [
-            {
-                "name": "data_quality_pass_ratio",
-                "help": "Share of records passing the data-quality check in its latest run.",
-                "interval": "15m",
-                "value_column": "pass_ratio",
-                "label_columns": ["table_name", "check_name"],
-                "sql": (
-                    "SELECT table_name, check_name, passed_records / total_records AS pass_ratio\n"
-                    "FROM main.monitoring.data_quality_metrics\n"
-                    "WHERE timestamp = (SELECT MAX(timestamp) FROM main.monitoring.data_quality_metrics)\n"
-                    "  AND total_records > 0\n"
-                ),
-            },
-            {
-                "name": "reconciliation_rows",
-                "help": "Row counts of a dataset in its source and in its target table.",
-                "interval": "5m",
-                "value_column": "row_count",
-                "label_columns": ["dataset", "side"],
-                "sql": (
-                    "SELECT 'customer_data' AS dataset, 'source' AS side, COUNT(*) AS row_count\n"
-                    "FROM main.raw.customer_data WHERE status = 'active'\n"
-                    "UNION ALL\n"
-                    "SELECT 'customer_data' AS dataset, 'target' AS side, COUNT(*) AS row_count\n"
-                    "FROM main.processed.customer_data\n"
-                ),
-            },
-            {
-                "name": "data_last_updated_timestamp_seconds",
-                "help": "The newest updated_at in the table.",
-                "interval": "5m",
-                "value_column": "last_updated",
-                "label_columns": ["table_name"],
-                "sql": (
-                    "SELECT 'main.processed.customer_data' AS table_name,\n"
-                    "       unix_seconds(MAX(updated_at)) AS last_updated\n"
-                    "FROM main.processed.customer_data\n"
-                ),
-            },
-            {
-                "name": "customer_rows_ingested_total",
-                "help": "Rows ingested into main.raw.customer_data.",
-                "type": "counter",
-                "interval": "5m",
-                "value_column": "ingested",
-                "sql": "SELECT COUNT(*) AS ingested FROM main.raw.customer_data",
-            },
-        ],
-    },
-}
+# The example configuration of table health and custom SQL metrics ships in the package (the docs link to it), so that
+# the demo finds it in any install: when the demo's configuration names no tables or custom queries, it watches the
+# example's, which shows them off and proves the example against the simulated workspace.
+EXAMPLE_CONFIG = resources.files(__package__).joinpath("examples", "custom-metrics.yml")
+DEMO_COLLECTORS: dict[str, dict] = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))["collectors"]
+
+
+STATE_FILE_HELP = ("where cursors and counters persist across restarts (default: $STATE_DIRECTORY/state.json, else "
+                   "~/.local/state/databricks-exporter/state.json)")
+NO_STATE_HELP = "keep no state: counting starts at the process start (no lookback), and every start begins at 0"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -113,8 +58,8 @@ def _parser() -> argparse.ArgumentParser:
                            help="where /metrics is served (default 0.0.0.0:9977)")
             p.add_argument("--web.config.file", dest="web_config_file", metavar="PATH",
                            help="TLS and basic auth, in the Prometheus exporter-toolkit format")
-        p.add_argument("--state.file", dest="state_file", metavar="PATH",
-                       help="where cursors and counters persist across restarts")
+        p.add_argument("--state.file", dest="state_file", metavar="PATH", help=STATE_FILE_HELP)
+        p.add_argument("--no-state", dest="no_state", action="store_true", help=NO_STATE_HELP)
         p.add_argument("--log.level", dest="log_level", choices=["debug", "info", "warning", "error"])
         p.add_argument("--log.format", dest="log_format", choices=["text", "json"])
         for name, spec in COLLECTORS.items():
@@ -148,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace, default_state: bool = True) -> Settings:
     settings = load(args.config_file, COLLECTORS, SINKS)
     if getattr(args, "listen_address", None):
         try:
@@ -156,6 +101,12 @@ def _settings(args: argparse.Namespace) -> Settings:
         except ValueError as exc:
             raise ConfigError(f"--web.listen-address: {exc}") from None
     settings.state_file = args.state_file or settings.state_file
+    if args.no_state:
+        # Without a file, counting from the lookback would count that hour again at every start, which Prometheus
+        # cannot tell from a reset: counting starts now instead.
+        settings.state_file, settings.lookback = None, 0.0
+    elif not settings.state_file and default_state:
+        settings.state_file = default_state_file()
     settings.log_level = args.log_level or settings.log_level
     settings.log_format = args.log_format or settings.log_format
     for name, collector in settings.collectors.items():
@@ -194,13 +145,24 @@ def _wait_for_signal() -> None:
     stop.wait()
 
 
+def _load_state(store: MetricStore) -> str | None:
+    """store.load(), or None after saying why a state file from a newer exporter is refused."""
+    try:
+        return store.load()
+    except StateVersionError as exc:
+        print(f"databricks-exporter: {exc}", file=sys.stderr)
+        return None
+
+
 def cmd_serve(settings: Settings, banner: str = "", web_config: WebConfig | None = None) -> int:
     from .web import serve
 
     stop = threading.Event()
     allocator.tune(stop)      # before the threads start: the arena limit applies to arenas not yet made
     store = MetricStore(settings.state_file)
-    loaded = store.load()
+    loaded = _load_state(store)
+    if loaded is None:
+        return EXIT_CONFIG
     engine = Engine(settings, store)
     server = serve(settings.listen_address, Renderer(store), engine, web_config)
     host, port = server.server_address[:2]
@@ -213,18 +175,23 @@ def cmd_serve(settings: Settings, banner: str = "", web_config: WebConfig | None
     sinks = start_sinks(settings, store, stop)
     _wait_for_signal()
     log.info("shutting down")
+    stopping = time.monotonic()
     stop.set()
     for sink in sinks:
         sink.stop()
     engine.stop()
     server.shutdown()
+    saved = store.flush()      # the exporter's own counts since the last save: what the next start serves first
+    log.info("stopped in %.1f s%s", time.monotonic() - stopping, "" if saved else "; the last counts were not saved")
     return 0
 
 
 def cmd_once(settings: Settings) -> int:
     store = MetricStore(settings.state_file)
-    store.load()
+    if _load_state(store) is None:
+        return EXIT_CONFIG
     failures = Engine(settings, store).run_once()
+    store.flush()
     sys.stdout.buffer.write(Renderer(store).render())
     sys.stdout.flush()
     for failure in failures:
@@ -264,8 +231,8 @@ def cmd_check(settings: Settings) -> int:
 
 
 def demo_collectors(settings: Settings) -> None:
-    """The demo's tables and custom queries (DEMO_COLLECTORS), for the collectors its configuration leaves
-    without any; their own intervals unless the configuration sets one."""
+    """The demo's tables and custom queries (DEMO_COLLECTORS, the example's), for the collectors its configuration
+    leaves without any; their own intervals unless the configuration sets one."""
     for name, section in DEMO_COLLECTORS.items():
         collector, spec = settings.collectors.get(name), COLLECTORS.get(name)
         if collector is None or any(collector.options.get(key) for key in section if key != "interval"):
@@ -297,12 +264,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     host, _, port = args.sim_listen.rpartition(":")
     # sql_port=0: an HTTPS listener for SQL on a free port, with a throwaway CA and certificate (see databricks_sim/tls.py).
-    simulator = SimulatorServer(host=host or "127.0.0.1", port=int(port), seed=args.seed, sql_port=0).start()
+    simulator = SimulatorServer(host=host or "127.0.0.1", port=int(port), seed=args.seed, sql_port=0,
+                                permission_gaps=True).start()
     os.environ["DATABRICKS_HOST"] = simulator.url
     os.environ["DATABRICKS_TOKEN"] = simulator.token
     for name in ("DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET", "DATABRICKS_CONFIG_PROFILE"):
         os.environ.pop(name, None)
-    settings = _settings(args)
+    # A demo's simulated workspace is new each time: its state would not fit the next one, so it keeps none unless
+    # told where.
+    settings = _settings(args, default_state=False)
     if args.listen_address is None and args.config_file is None:
         settings.listen_address = "127.0.0.1:9977"
     # SQL collectors work out of the box: the first serverless warehouse (it starts in seconds), and the CA that
@@ -319,9 +289,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
               f"exporter:            http://127.0.0.1:{{port}}/  (metrics at /metrics; the first values "
               f"arrive within a minute)\nPress Ctrl-C to stop.")
     try:
-        return cmd_serve(settings, banner, load_web_config(args.web_config_file))
+        code = cmd_serve(settings, banner, load_web_config(args.web_config_file))
     finally:
         simulator.shutdown()
+    # The state is saved and the sessions closed: what is left is tearing down the simulated workspace's heap, which
+    # takes seconds and writes nothing.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

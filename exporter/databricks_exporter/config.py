@@ -54,6 +54,17 @@ class WorkspaceSettings:
         return self.auth.get("host") or os.environ.get("DATABRICKS_HOST", "")
 
 
+def default_state_file(environ=os.environ) -> str:
+    """Where the state lives when the configuration names no file: the service's state directory (systemd's
+    StateDirectory= sets $STATE_DIRECTORY; the container image sets it to its volume), else the user's state
+    directory ($XDG_STATE_HOME, else ~/.local/state) under databricks-exporter/."""
+    service = (environ.get("STATE_DIRECTORY") or "").split(":")[0]
+    if service:
+        return os.path.join(service, "state.json")
+    user = environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(user, "databricks-exporter", "state.json")
+
+
 @dataclass
 class Settings:
     workspaces: list[WorkspaceSettings]
@@ -61,6 +72,7 @@ class Settings:
     sinks: dict[str, SinkSettings] = field(default_factory=dict)
     state_file: str | None = None
     lookback: float = 3600.0
+    retention: float = 7 * 86400.0     # how long an entity missing from its listing keeps its cursors and counters
     listen_address: str = DEFAULT_LISTEN
     log_level: str = "info"
     log_format: str = "text"
@@ -250,6 +262,7 @@ def load(path: str | None, collector_specs: dict[str, Any], sink_specs: dict[str
     settings = Settings(workspaces=[], collectors={}, source=source)
     settings.state_file = top.get("state_file", "str")
     settings.lookback = top.get("lookback", "duration", 3600.0)
+    settings.retention = top.get("retention", "duration", 7 * 86400.0)
     web = top.child("web")
     settings.listen_address = web.get("listen_address", "str", DEFAULT_LISTEN, parse_listen_address)
     web.finish()

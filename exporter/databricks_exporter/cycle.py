@@ -76,6 +76,7 @@ class Cycle:
         self.malformed = 0                     # items skipped because their payload made no sense
         self.first_malformed = ""
         self.failures: list[str] = []          # parts of the cycle that failed; see fail()
+        self.forbidden_items: dict[str, str] = {}   # item -> the permission it needs; see forbidden()
 
     @contextlib.contextmanager
     def item(self, what: str):
@@ -91,6 +92,10 @@ class Cycle:
             self.malformed += 1
             if not self.first_malformed:
                 self.first_malformed = f"{what}: {type(exc).__name__}: {exc}"[:300]
+
+    def forbidden(self, item: str, permission: str) -> None:
+        """One item the credential may not read (403) was skipped; the rest of the cycle applies."""
+        self.forbidden_items[item] = permission
 
     def _labels(self, metric: m.Metric, labels: dict[str, Any]) -> LabelValues:
         if "workspace_id" in metric.labels:
@@ -127,6 +132,12 @@ class Cycle:
             raise ValueError(f"{metric.name}: counters only go up by finite amounts, got {amount}")
         if amount:
             self.increments.append((metric, self._labels(metric, labels), float(amount)))
+
+    def start_at_zero(self, metric: m.Metric, **labels: Any) -> None:
+        """Make the counter series exist (at 0 until something is counted): Prometheus sees the first event as an
+        increase only when the series was there before it."""
+        assert metric.type == m.COUNTER, metric.name
+        self.increments.append((metric, self._labels(metric, labels), 0.0))
 
     def observe(self, metric: m.Metric, value: float, **labels: Any) -> None:
         assert metric.type == m.HISTOGRAM, metric.name

@@ -18,6 +18,10 @@ def render() -> str:
         "a test fails when this file and the code disagree. Every workspace-scoped series carries `workspace_id`.",
         "Label values are bounded: never a run id, a user or free text.",
         "",
+        "Every counter and histogram, the exporter's own included, is kept in the state file and served only once",
+        "the file holds it, so none goes down across a restart or an upgrade. With `--no-state` they are",
+        "process-scoped: each start begins them at 0.",
+        "",
     ]
     by_collector: dict[str, list[m.Metric]] = {}
     for metric in m.REGISTRY.values():

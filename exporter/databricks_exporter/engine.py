@@ -4,6 +4,7 @@ metrics and readiness, so one that fails or hangs never stalls or hides the othe
 from __future__ import annotations
 
 import logging
+import math
 import platform
 import threading
 import time
@@ -22,6 +23,7 @@ from .store import MetricStore
 log = logging.getLogger(__name__)
 
 CONNECT_RETRY_MAX_SECONDS = 60
+FORBIDDEN_WARNING_INTERVAL = 3600.0     # one warning per forbidden item per hour: it stays forbidden until granted
 
 
 @dataclass
@@ -78,6 +80,11 @@ class Workspace:
             self._sql = SqlSource(self.rest, self.settings, self)
         return self._sql
 
+    def close(self, wait: float) -> None:
+        """Close the SQL session, unless a statement still holds it after `wait` seconds."""
+        if self._sql is not None:
+            self._sql.close(wait)
+
     # -- RequestLog
 
     def api_request(self, endpoint: str, status_code: str) -> None:
@@ -104,6 +111,8 @@ class Engine:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._forbidden_warned: dict[tuple[str, str, str], float] = {}
+        self._verified: set[str] = set()     # owners whose saved state a commit has since replaced
         store.set_gauges("build", {m.BUILD_INFO: {
             label_values(m.BUILD_INFO, {"version": __version__, "python_version": platform.python_version()}): 1}})
 
@@ -113,10 +122,15 @@ class Engine:
             self._spawn(self._run_workspace, workspace, name=f"workspace-{workspace.settings.name}")
         self._spawn(self._watchdog, name="watchdog")
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 3.0) -> None:
+        """Stop the collectors within `timeout` altogether (a cycle still running is abandoned: its thread is a
+        daemon, and its commit, if it comes, is whole), then close the SQL sessions while the server still answers."""
         self._stop.set()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for workspace in self.workspaces:
+            workspace.close(max(0.0, deadline - time.monotonic()) + 1.0)
 
     def _spawn(self, target, *args, name: str) -> None:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
@@ -142,7 +156,8 @@ class Engine:
                 self._stop.wait(delay)
                 delay = min(delay * 2, CONNECT_RETRY_MAX_SECONDS)
         for settings in self.enabled:
-            collector = COLLECTORS[settings.name](workspace, settings, self.settings.lookback, self.clock)
+            collector = COLLECTORS[settings.name](workspace, settings, self.settings.lookback, self.clock,
+                                                    self.settings.retention)
             self._spawn(self._run_collector, workspace, collector,
                         name=f"{settings.name}-{workspace.settings.name}")
 
@@ -153,8 +168,10 @@ class Engine:
             self._stop.wait(max(0.0, collector.settings.interval - (time.monotonic() - started)))
 
     def _watchdog(self) -> None:
-        """Marks a collector down as soon as its running cycle passes its timeout, not when it finally returns."""
+        """Marks a collector down as soon as its running cycle passes its timeout, not when it finally returns; and
+        saves the exporter's own counts (API requests, SQL statements) every second, which publishes them."""
         while not self._stop.wait(1.0):
+            self.store.flush()
             now = self.clock()
             if any(s.timed_out(now) and s.up for s in self.status.values()):
                 self.publish_status()
@@ -170,10 +187,18 @@ class Engine:
         status.cycles += 1
         started, cpu_started = time.monotonic(), time.thread_time()
         state = self.store.state(owner)
+        if owner not in self._verified:
+            problem = collector.state_problem(state)
+            if problem:
+                log.warning("the saved state of this collector is unusable (%s); it alone starts afresh", problem,
+                            extra=context)
+                state = {}
         cycle = Cycle(workspace.workspace_id)
         try:
             collector.collect(cycle, state)
             folded = self.store.commit(owner, cycle, state, self._guard(workspace, collector))
+            collector.committed(state)
+            self._verified.add(owner)
             ok, error = True, ""
             if folded and folded != status.series_dropped:
                 log.warning("series ceiling reached: %d series folded into their \"_other\" aggregate; raise "
@@ -185,6 +210,8 @@ class Engine:
                                                    "collector": collector.name}, cycle.malformed)
                 log.warning("skipped %d malformed items; the first: %s", cycle.malformed, cycle.first_malformed,
                             extra=context)
+            if cycle.forbidden_items:
+                self._report_forbidden(workspace, collector, cycle.forbidden_items, context)
             if cycle.failures:
                 ok, error = False, "; ".join(cycle.failures)[:300]
         except Exception as exc:  # noqa: BLE001 - a failed cycle is reported, never fatal
@@ -206,6 +233,19 @@ class Engine:
         self.publish_status()
         return ok
 
+    def _report_forbidden(self, workspace: Workspace, collector: Collector, items: dict[str, str],
+                          context: dict) -> None:
+        """Count the items a 403 made the cycle skip, and warn about each at most once an hour."""
+        self.store.inc(m.FORBIDDEN_ITEMS, {"workspace_id": workspace.workspace_id, "collector": collector.name},
+                       len(items))
+        now = self.clock()
+        for item, permission in items.items():
+            key = (workspace.workspace_id, collector.name, item)
+            if now - self._forbidden_warned.get(key, -math.inf) >= FORBIDDEN_WARNING_INTERVAL:
+                self._forbidden_warned[key] = now
+                log.warning("skipped %s: the credential may list it but not read it (403); grant %s", item,
+                            permission, extra=context)
+
     def _guard(self, workspace: Workspace, collector: Collector) -> CardinalityGuard | None:
         limits = [self.settings.max_series_per_collector]
         if self.settings.max_series_per_workspace:
@@ -226,7 +266,8 @@ class Engine:
                 failures.append(f"{workspace.settings.name}: cannot connect: {describe_error(exc)}")
                 return
             for settings in self.enabled:
-                collector = COLLECTORS[settings.name](workspace, settings, self.settings.lookback, self.clock)
+                collector = COLLECTORS[settings.name](workspace, settings, self.settings.lookback, self.clock,
+                                                    self.settings.retention)
                 if not self.run_cycle(workspace, collector):
                     status = self.status[(workspace.settings.name, settings.name)]
                     failures.append(f"{workspace.settings.name}/{settings.name}: {status.last_error}")

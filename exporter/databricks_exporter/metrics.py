@@ -68,6 +68,12 @@ MALFORMED_ITEMS = define(
     "Items (runs, clusters, events, ...) skipped because their payload could not be understood; an item that stays "
     "in a listing is skipped, and counted, again each cycle.",
     WS + ("collector",))
+FORBIDDEN_ITEMS = define(
+    "databricks_exporter_forbidden_items_total", COUNTER,
+    "Items (a run, a pipeline's event log, a cluster's events) skipped because the credential may list them but not "
+    "read them (403); the rest of the cycle applies. An item still forbidden is skipped, and counted, each time it "
+    "is read again.",
+    WS + ("collector",))
 SERIES_DROPPED = define(
     "databricks_exporter_series_dropped", GAUGE,
     "Series the cardinality guard folded into entity \"_other\" (or dropped) in the collector's last cycle, because "
@@ -139,8 +145,14 @@ JOB_INFO = define(
     WS + ("job_id", "job_name", "schedule_paused"), collector="jobs", source="GET /api/2.2/jobs/list")
 JOB_RUNS = define(
     "databricks_job_runs_total", COUNTER,
-    "Completed job runs, counted once each, by result (result_state, else the life_cycle_state such as SKIPPED) "
-    "and trigger.", WS + ("job_id", "result_state", "trigger"), **_JOBS)
+    "Completed job runs, counted once each at their first terminal state (a later repair changes nothing here), by "
+    "result (from status.termination_details, else state: SUCCESS, FAILED, TIMEDOUT, CANCELED, SKIPPED, "
+    "INTERNAL_ERROR, ...) and trigger. One-time runs (runs/submit, notebook workflows, any job not in jobs/list) "
+    "count under job_id \"_one_time\".", WS + ("job_id", "result_state", "trigger"), **_JOBS)
+JOB_RUN_REPAIRS = define(
+    "databricks_job_run_repairs_total", COUNTER,
+    "Repairs of job runs (runs/repair: failed tasks re-run inside the same run), counted once each when the repair "
+    "ends, by its result.", WS + ("job_id", "result_state"), **_JOBS)
 JOB_RUN_DURATION = define(
     "databricks_job_run_duration_seconds", HISTOGRAM,
     "Duration of completed job runs, queueing excluded.", WS + ("job_id",), unit="seconds",
@@ -151,7 +163,8 @@ JOB_RUN_QUEUE_DURATION = define(
     buckets=QUEUE_DURATION_BUCKETS, **_JOBS)
 JOB_RUN_RETRIES = define(
     "databricks_job_run_retries_total", COUNTER,
-    "Retry attempts in completed job runs: task attempts after the first, and runs that are retries.",
+    "Retries in completed job runs, each counted once with its run: a task attempt after the first inside the run "
+    "(multitask format), or the run itself when it is a legacy RETRY run.",
     WS + ("job_id",), **_JOBS)
 JOB_RUNS_ACTIVE = define(
     "databricks_job_runs_active", GAUGE, "Job runs not yet finished, by state.",
@@ -409,6 +422,113 @@ TABLE_DESCRIBE_ERRORS = define(
     "databricks_table_describe_errors_total", COUNTER,
     "Cycles in which the table could not be described (dropped, renamed, no permission); the other tables are "
     "read as usual and this table's series are absent.", _TBL, source="DESCRIBE DETAIL, DESCRIBE HISTORY", **_TB)
+
+# --- model serving endpoints ---------------------------------------------------------------------
+_SV = dict(collector="serving", source="GET /api/2.0/serving-endpoints")
+_SVM = dict(collector="serving", source="GET /api/2.0/serving-endpoints/{name}/metrics")
+_EP = WS + ("endpoint_name",)
+_SE = _EP + ("served_entity",)
+SERVING_ENDPOINT_INFO = define(
+    "databricks_serving_endpoint_info", GAUGE,
+    "A model serving endpoint; always 1. task is the endpoint's task (llm/v1/chat, ...; empty for custom models).",
+    _EP + ("task",), **_SV)
+SERVING_ENDPOINT_READY = define(
+    "databricks_serving_endpoint_ready", GAUGE, "Whether the endpoint is READY (1) or NOT_READY (0).", _EP, **_SV)
+SERVING_CONFIG_UPDATE = define(
+    "databricks_serving_endpoint_config_update_state", GAUGE,
+    "The state of the endpoint's latest configuration update (1 for the current state: NOT_UPDATING, IN_PROGRESS, "
+    "UPDATE_FAILED, UPDATE_CANCELED).", _EP + ("state",), **_SV)
+SERVING_SCALE_TO_ZERO = define(
+    "databricks_serving_scale_to_zero_enabled", GAUGE,
+    "Whether the served entity may scale to zero when idle (1) or not (0).", _SE, **_SV)
+SERVING_REQUESTS = define(
+    "databricks_serving_requests_total", COUNTER,
+    "Requests the served entity processed: the sum of the metrics export's per-minute request_count_total, each "
+    "minute counted once (minutes the exporter did not see while it was down are not counted).", _SE, **_SVM)
+SERVING_ERRORS = define(
+    "databricks_serving_request_errors_total", COUNTER,
+    "Requests that failed, by status class (4xx, 5xx): the sum of the per-minute request_4xx_count_total and "
+    "request_5xx_count_total, each minute counted once.", _SE + ("status_class",), **_SVM)
+SERVING_LATENCY = define(
+    "databricks_serving_request_latency_seconds", GAUGE,
+    "Round-trip latency of the served entity's requests in its latest reported minute at the percentile (50, 90, "
+    "99), interpolated within the buckets of that minute's request_latency_ms histogram as histogram_quantile "
+    "does; absent for a minute without requests. (The label is not `quantile`: that belongs to summaries.)",
+    _SE + ("percentile",), unit="seconds", **_SVM)
+SERVING_CPU = define(
+    "databricks_serving_cpu_utilization_ratio", GAUGE,
+    "Average CPU utilization across the served entity's replicas in its latest reported minute.", _SE, unit="ratio",
+    **_SVM)
+SERVING_MEMORY = define(
+    "databricks_serving_memory_utilization_ratio", GAUGE,
+    "Average memory utilization across the served entity's replicas in its latest reported minute.", _SE,
+    unit="ratio", **_SVM)
+SERVING_GPU = define(
+    "databricks_serving_gpu_utilization_ratio", GAUGE,
+    "Average GPU utilization of the served entity (GPU workloads only) in its latest reported minute.", _SE,
+    unit="ratio", **_SVM)
+SERVING_GPU_MEMORY = define(
+    "databricks_serving_gpu_memory_utilization_ratio", GAUGE,
+    "Average GPU memory utilization of the served entity (GPU workloads only) in its latest reported minute.", _SE,
+    unit="ratio", **_SVM)
+SERVING_CONCURRENCY = define(
+    "databricks_serving_provisioned_concurrency", GAUGE,
+    "Concurrent requests provisioned for the served entity in its latest reported minute (0 when scaled to zero).",
+    _SE, **_SVM)
+SERVING_METRICS_LATEST = define(
+    "databricks_serving_metrics_latest_timestamp_seconds", GAUGE,
+    "End of the latest minute the endpoint's metrics export reported.", _EP, unit="seconds", **_SVM)
+SERVING_METRICS_ERRORS = define(
+    "databricks_serving_metrics_export_errors_total", COUNTER,
+    "Cycles in which the endpoint's metrics export could not be read (no permission, endpoint gone, unparsable "
+    "text); its per-minute series are absent then and the other endpoints are read as usual.", _EP, **_SVM)
+_SVU = dict(collector="serving_usage",
+            source="system.serving.endpoint_usage JOIN system.serving.served_entities")
+SERVING_TOKENS = define(
+    "databricks_serving_tokens_total", COUNTER,
+    "Tokens of the served entity's requests by direction (input, output), each usage row counted once by "
+    "databricks_request_id; LLM endpoints with usage tracking only.", _SE + ("direction",), **_SVU)
+SERVING_USAGE_REQUESTS = define(
+    "databricks_serving_usage_requests_total", COUNTER,
+    "Requests recorded in system.serving.endpoint_usage, by status class (2xx, 4xx, 5xx), each counted once.",
+    _SE + ("status_class",), **_SVU)
+
+# --- security signals from the audit log -----------------------------------------------------------
+_AU = dict(collector="audit", source="system.access.audit")
+AUDIT_EVENTS = define(
+    "databricks_audit_events_total", COUNTER,
+    "Audit log events of the watched actions (the fixed list in docs/configuration.md, audit.actions), each "
+    "counted once by event_id, by service, action and status class (2xx, 4xx, 5xx, unknown). A failed login is "
+    "service_name=accounts, action_name=login, status_class=4xx. Never a user or an address.",
+    WS + ("service_name", "action_name", "status_class"), **_AU)
+AUDIT_ADMIN_GROUP_CHANGES = define(
+    "databricks_audit_admin_group_changes_total", COUNTER,
+    "Watched groups/* events whose target group (request_params.targetGroupName) is one of audit.admin_groups "
+    "(default: admins): who may administer the workspace changed. Counted once by event_id, by action.",
+    WS + ("action_name",), **_AU)
+AUDIT_READABLE = define(
+    "databricks_audit_log_readable", GAUGE,
+    "Whether the credential may read system.access.audit (1); 0 keeps the audit collector idle.", WS, **_AU)
+AUDIT_LATEST = define(
+    "databricks_audit_latest_event_timestamp_seconds", GAUGE,
+    "The newest event_time of a watched action the exporter has read: how far the audit feed has arrived.", WS,
+    unit="seconds", **_AU)
+
+# --- predictive optimization -----------------------------------------------------------------------
+_PO = dict(collector="predictive_optimization", source="system.storage.predictive_optimization_operations_history")
+PO_OPERATIONS = define(
+    "databricks_predictive_optimization_operations_total", COUNTER,
+    "Operations predictive optimization ran on the catalog's tables, counted once each by operation_id when they "
+    "appear in the history (hours after they end), by type (COMPACTION, VACUUM, ANALYZE, CLUSTERING) and status "
+    "(SUCCESSFUL, or FAILED for any FAILED: reason).", WS + ("catalog", "operation_type", "status"), **_PO)
+PO_DBUS = define(
+    "databricks_predictive_optimization_dbus_total", COUNTER,
+    "Estimated DBUs (usage_quantity) of the operations counted in databricks_predictive_optimization_operations_total.",
+    WS + ("catalog", "operation_type"), **_PO)
+PO_TABLE_LAST = define(
+    "databricks_predictive_optimization_table_last_operation_timestamp_seconds", GAUGE,
+    "When the newest successful operation of the type on the table ended, for the tables named in "
+    "predictive_optimization.tables only.", WS + ("table", "operation_type"), unit="seconds", **_PO)
 
 # --- custom SQL metrics --------------------------------------------------------------------------
 # The families themselves (databricks_custom_<name>) come from the configuration: see custom_metric().

@@ -3,7 +3,7 @@ grafana/dashboards/<uid>.json."""
 
 from __future__ import annotations
 
-from . import compute, cost, exporter, jobs, overview, pipelines, sql
+from . import compute, cost, exporter, jobs, overview, pipelines, security, serving, sql
 
 # In the order of config.DASHBOARDS; each module's build() returns a grafana-foundation-sdk dashboard builder.
-MODULES = [overview, compute, jobs, sql, pipelines, cost, exporter]
+MODULES = [overview, compute, jobs, sql, pipelines, cost, serving, security, exporter]

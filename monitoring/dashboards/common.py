@@ -214,6 +214,12 @@ def sibling_links(uid: str) -> list[dashboard.DashboardLink]:
             for other, title in DASHBOARDS.items() if other != uid]
 
 
+def open_dashboard(uid: str) -> list[dashboard.DashboardLink]:
+    """A panel link to another dashboard, carrying the time range and the variables."""
+    return [dashboard.DashboardLink(f"Open {DASHBOARDS[uid]}").type(DashboardLinkType.LINK).url(dashboard_path(uid))
+            .include_vars(True).keep_time(True)]
+
+
 def new_dashboard(uid: str, description: str, variables: list, items: list) -> dashboard.Dashboard:
     builder = (dashboard.Dashboard(f"Databricks / {DASHBOARDS[uid]}").uid(uid).description(description)
                .tags(TAGS).editable().refresh("1m").time("now-6h", "now").timezone("browser")

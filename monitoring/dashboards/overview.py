@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .common import (BAD_IF_ANY, CURRENCY, FIRING_ALERTS, JOB_DRILLDOWN, JOB_FAILURE_RATIO_1H, JOB_LAST_RUN_FAILED,
                      MS, PIPELINE_NAME, RATE, WORKSPACE_NAME, WS, bargauge_panel, new_dashboard, query, row,
-                     stat_panel, table_panel, timeseries_panel)
+                     open_dashboard, stat_panel, table_panel, timeseries_panel)
 
 UID = "databricks-overview"
 
@@ -48,6 +48,23 @@ def build():
                    description="Collectors whose last cycle failed: their data, and the alerts on it, are stale."),
         stat_panel("Spend this month", CURRENCY, query(f'sum(databricks_billing_cost{{{WS}, period="month"}})'),
                    w=4, h=6),
+        stat_panel("Serving endpoints not ready", "short",
+                   query(f"count(databricks_serving_endpoint_ready{{{WS}}} == 0) or vector(0)"),
+                   thresholds=BAD_IF_ANY, w=6, links=open_dashboard("databricks-serving"),
+                   description="Model serving endpoints that are NOT_READY; the Model serving dashboard has their "
+                               "traffic, errors and latency."),
+        stat_panel("Serving 5xx ratio (5m)", "percentunit",
+                   query(f"max(workspace_endpoint:databricks_serving_5xx:ratio5m{{{WS}}})"),
+                   thresholds=[(None, "green"), (0.05, "red")], w=6, links=open_dashboard("databricks-serving"),
+                   description="The worst endpoint's share of requests answered 5xx in the last 5 minutes."),
+        stat_panel("Failed logins (15m)", "short",
+                   query(f"sum(workspace:databricks_audit_failed_logins:increase15m{{{WS}}}) or vector(0)"),
+                   decimals=0, thresholds=[(None, "green"), (20, "red")], w=6,
+                   links=open_dashboard("databricks-security"),
+                   description="From the audit log; the Security dashboard has token, permission and group changes."),
+        stat_panel("Admin group changes (15m)", "short",
+                   query(f"sum(workspace:databricks_audit_admin_group_changes:increase15m{{{WS}}}) or vector(0)"),
+                   decimals=0, thresholds=BAD_IF_ANY, w=6, links=open_dashboard("databricks-security")),
         row("Needs attention"),
         table_panel("Firing alerts", "short", FIRING_ALERTS, value="firing", hide=("alertstate", "Value"),
                     w=24, h=7, description="Every Databricks alert firing now; the runbook and the dashboard to "

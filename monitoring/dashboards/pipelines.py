@@ -1,5 +1,6 @@
 """Lakeflow Declarative Pipelines (DLT) and the data they produce: state, updates, flows and backlog, expectations
-and drops, and the freshness and file health of the tables the exporter watches."""
+and drops, the freshness and file health of the tables the exporter watches, and what predictive optimization does
+to them."""
 
 from __future__ import annotations
 
@@ -123,4 +124,16 @@ def build():
                                "small-file threshold"),
                          w=8, description="Under 32 MiB per file with over 1000 files fires DatabricksTableSmallFiles: "
                                           "run OPTIMIZE."),
+        row("Predictive optimization"),
+        table_panel("Operations since counting began", "short",
+                    f"sum by (catalog, operation_type, status) "
+                    f"(databricks_predictive_optimization_operations_total{{{WS}}})",
+                    value="operations", w=12,
+                    description="Compaction, vacuum, analyze and clustering that predictive optimization ran, "
+                                "counted as they appear in its history (hours after they end)."),
+        timeseries_panel("DBUs per hour by catalog", "short",
+                         query(f"sum by (catalog) "
+                               f"(rate(databricks_predictive_optimization_dbus_total{{{WS}}}{RATE})) * 3600",
+                               "{{catalog}}"), w=12,
+                         description="Estimated DBUs of those operations (usage_quantity), as they are counted."),
     ])

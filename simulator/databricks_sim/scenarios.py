@@ -169,6 +169,17 @@ class JobFailureStorm(Scenario):
         return "FAILED" if str(job.job_id) in window.targets["job_ids"] else outcome
 
 
+@scenario
+class RepairStorm(Scenario):
+    name = "repair_storm"
+    summary = ("Someone repairs every run that failed in the last hour at once (after fixing a shared cause), so "
+               "repairs of runs far behind any listing window of recent runs all start now.")
+
+    def pick(self, ws, rng, now_ms, taken):
+        # The repairs are the scenario: they start when it does, through the same path as runs/repair.
+        return {"run_ids": [str(r) for r in ws.job_set.repair_failed_since(now_ms, now_ms - HOUR_MS)]}
+
+
 class _NodeStress(Scenario):
     # column -> (floor, noise byte, divisor): the column reads floor + noise[byte] / divisor, a stable jitter.
     LEVELS: dict[str, tuple[float, int, int]] = {}
@@ -277,3 +288,58 @@ class SpendSpike(Scenario):
 
 def _day_ms(day: str) -> int:
     return int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.timezone.utc).timestamp() * 1000)
+
+
+@scenario
+class ServingErrors(Scenario):
+    name = "serving_errors"
+    summary = ("A bad model version on a busy serving endpoint: a quarter of its requests answer 5xx and its latency is "
+               "ten times the usual, from the next minute on.")
+    ENDPOINT = "fraud-scoring"        # the busiest custom model endpoint
+    ERROR_SHARE, SLOWDOWN = 0.25, 10
+
+    def pick(self, ws, rng, now_ms, taken):
+        return {"endpoint_names": [self.ENDPOINT]}
+
+    def serving_minute(self, window, traffic, endpoint_name):
+        if endpoint_name in window.targets["endpoint_names"]:
+            traffic.errors_5xx = max(traffic.errors_5xx, round(traffic.requests * self.ERROR_SHARE))
+            traffic.latency_ms *= self.SLOWDOWN
+        return traffic
+
+
+@scenario
+class FailedLoginBurst(Scenario):
+    name = "failed_login_burst"
+    summary = "Password spraying: forty failed logins a minute against the workspace's users from one address."
+    PER_MINUTE = 40
+
+    def pick(self, ws, rng, now_ms, taken):
+        return {"source_ips": ["203.0.113.66"]}
+
+    def audit_minute(self, window, events, start_ms):
+        from .audit import USERS, event
+        ip = window.targets["source_ips"][0]
+        return events + [event("accounts", "login", 401, USERS[i % len(USERS)], ip, user=USERS[i % len(USERS)])
+                         for i in range(self.PER_MINUTE)]
+
+
+@scenario
+class PermissionChange(Scenario):
+    name = "permission_change"
+    summary = ("Someone adds a user to the admins group and opens a job's permissions to all users, outside any "
+               "change process (once per activation, in its first minute).")
+
+    def pick(self, ws, rng, now_ms, taken):
+        return {"actions": ["groups/addPrincipalToGroup", "permissions/changePermissions"]}
+
+    def audit_minute(self, window, events, start_ms):
+        if window.state.get("done"):
+            return events
+        window.state["done"] = True
+        from .audit import event
+        return events + [
+            event("groups", "addPrincipalToGroup", 200, "eli.novak@example.com", "198.51.100.23",
+                  targetGroupName="admins", targetUserName="eli.novak@example.com"),
+            event("permissions", "changePermissions", 200, "eli.novak@example.com", "198.51.100.23",
+                  objectType="jobs", objectId="1001", accessControlList="users:CAN_MANAGE")]

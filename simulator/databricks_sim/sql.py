@@ -96,6 +96,36 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("read_io_cache_percent", "INT"), ("from_result_cache", "BOOLEAN"), ("spilled_local_bytes", "BIGINT"),
         ("written_bytes", "BIGINT"), ("shuffle_read_bytes", "BIGINT"),
     ],
+    # Serving, audit and predictive optimization (serving.py, audit.py, maintenance.py).
+    "serving.served_entities": [
+        ("account_id", "STRING"), ("workspace_id", "STRING"), ("served_entity_id", "STRING"), ("created_by", "STRING"),
+        ("endpoint_name", "STRING"), ("endpoint_id", "STRING"), ("served_entity_name", "STRING"),
+        ("entity_type", "STRING"), ("entity_name", "STRING"), ("entity_version", "STRING"),
+        ("endpoint_config_version", "INT"), ("task", "STRING"), ("change_time", "TIMESTAMP"),
+        ("endpoint_delete_time", "TIMESTAMP"),
+    ],
+    "serving.endpoint_usage": [
+        ("account_id", "STRING"), ("workspace_id", "STRING"), ("client_request_id", "STRING"),
+        ("databricks_request_id", "STRING"), ("requester", "STRING"), ("status_code", "INT"),
+        ("request_time", "TIMESTAMP"), ("input_token_count", "BIGINT"), ("output_token_count", "BIGINT"),
+        ("input_character_count", "BIGINT"), ("output_character_count", "BIGINT"),
+        ("usage_context", "MAP<STRING, STRING>"), ("request_streaming", "BOOLEAN"), ("served_entity_id", "STRING"),
+    ],
+    "access.audit": [
+        ("account_id", "STRING"), ("workspace_id", "STRING"), ("version", "STRING"), ("event_time", "TIMESTAMP"),
+        ("event_date", "DATE"), ("source_ip_address", "STRING"), ("user_agent", "STRING"), ("session_id", "STRING"),
+        ("user_identity", "STRUCT<email: STRING, subject_name: STRING>"), ("service_name", "STRING"),
+        ("action_name", "STRING"), ("request_id", "STRING"), ("request_params", "MAP<STRING, STRING>"),
+        ("response", "STRUCT<status_code: INT, error_message: STRING, result: STRING>"), ("audit_level", "STRING"),
+        ("event_id", "STRING"), ("identity_metadata", "STRUCT<run_by: STRING, run_as: STRING>"),
+    ],
+    "storage.predictive_optimization_operations_history": [
+        ("account_id", "STRING"), ("workspace_id", "STRING"), ("start_time", "TIMESTAMP"), ("end_time", "TIMESTAMP"),
+        ("metastore_name", "STRING"), ("catalog_name", "STRING"), ("schema_name", "STRING"), ("table_id", "STRING"),
+        ("table_name", "STRING"), ("operation_type", "STRING"), ("operation_id", "STRING"),
+        ("operation_status", "STRING"), ("operation_metrics", "MAP<STRING, STRING>"), ("usage_unit", "STRING"),
+        ("usage_quantity", "DECIMAL(38,18)"),
+    ],
 }
 DECIMAL_PRODUCT = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
 
@@ -131,7 +161,7 @@ class SystemTables:
         self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute(f"ATTACH ':memory:' AS {SIM_CATALOG}")
         self._duck_types = {}
-        for schema in ("raw", "billing", "compute", "query"):
+        for schema in ("raw", "billing", "compute", "query", "serving", "access", "storage"):
             self.con.execute(f"CREATE SCHEMA {SIM_CATALOG}.{schema}")
         # sqlglot is loaded late, on purpose: it is heavy and only this path needs it.
         from sqlglot import exp
@@ -166,6 +196,7 @@ class SystemTables:
         self._history_floor: dict[str, tuple] = {}
         self._history_done: set[str] = set()
         self._node_cache: dict = {}
+        self.revoked: set[str] = set()      # system tables the caller may not SELECT (SqlService.revoke_select)
 
     # -- refresh
 
@@ -182,6 +213,7 @@ class SystemTables:
             history = self._history_rows(now_ms)
             self.delta.advance(now_ms)
             table_rows = self.delta.drain_rows()
+            activity = [stream.drain(now_ms) for stream in ws.activity]
         if not self._prices_loaded:
             self._load_prices()
         self._insert_usage(usage)
@@ -190,6 +222,9 @@ class SystemTables:
         self._insert("query_history", history)
         for name, rows in table_rows.items():
             self._insert_table_rows(name, rows)
+        for drained in activity:
+            for table, rows in drained.items():
+                self._insert(table, rows)
         if nodes:
             cutoff = sql_timestamp(now_ms - self.node_retention_ms)
             self.con.execute(f"DELETE FROM {SIM_CATALOG}.raw.compute_node_timeline WHERE end_time < ?", [cutoff])
@@ -436,6 +471,10 @@ class SystemTables:
             raise SqlError(exc.message, exc.sql_state, exc.error_code) from None
         if described is not None:
             return Result(*described)
+        denied = next((t for t in self.revoked if t in statement.lower()), None)
+        if denied:
+            raise SqlError(f"[INSUFFICIENT_PERMISSIONS] Insufficient privileges: User does not have SELECT on Table "
+                           f"'{denied}'.", "42501", "PERMISSION_DENIED")
         sql = translate(statement, now_ms, self.sqlglot_schema, parameters)
         # duckdb is loaded late, on purpose: it is heavy and only this path needs it.
         import duckdb
@@ -638,6 +677,11 @@ class SqlService:
         if self._tables is None:
             self._tables = SystemTables(self.ws, self.billing, self.queries, self.delta, node_lag_ms=self.node_lag_ms)
         return self._tables
+
+    def revoke_select(self, full_name: str, revoked: bool = True) -> None:
+        """SELECT on the system table (e.g. system.access.audit) is refused from now on (or allowed again)."""
+        with self._engine_lock:
+            (self.tables.revoked.add if revoked else self.tables.revoked.discard)(full_name.lower())
 
     def stop_table_writes(self, full_name: str) -> None:
         """From now on nothing writes the Delta table (catalog.schema.table): it goes stale. Unknown names raise

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterable
 
 from ..config import CollectorSettings
-from ..cycle import Cycle
+from ..cycle import OTHER, Cycle
+from ..sources.errors import Forbidden, NotFound, Unauthenticated
 
 COLLECTORS: dict[str, type["Collector"]] = {}
+DEFAULT_RETENTION = 7 * 86400.0
 
 
 def register(cls: type["Collector"]) -> type["Collector"]:
@@ -29,8 +32,12 @@ class Collector:
     permission: ClassVar[str] = ""
     # Whether this collector counts completed work (and so has a counting_since).
     counts_work: ClassVar[bool] = False
+    # The kind of each top-level key of the collector's persisted state, checked before the first cycle that uses
+    # a saved state (state_problem): a state of the wrong shape resets this collector alone.
+    state_shape: ClassVar[dict[str, type | tuple[type, ...]]] = {}
 
-    def __init__(self, workspace, settings: CollectorSettings, lookback: float, clock=time.time):
+    def __init__(self, workspace, settings: CollectorSettings, lookback: float, clock=time.time,
+                 retention: float = DEFAULT_RETENTION):
         """workspace: the engine's Workspace (its .rest is the REST source; SQL collectors use its .sql)."""
         self.workspace = workspace
         self.rest = workspace.rest
@@ -40,19 +47,61 @@ class Collector:
         self.settings = settings
         self.lookback = lookback
         self.clock = clock
+        self.retention = retention
 
     @classmethod
     def validate_options(cls, options: dict, error: Callable[[str, str], Exception]) -> None:
         """Check and type in place what the option kinds alone cannot (budgets, table names, custom queries);
         raise error(reason, key). Run once per settings: by config.load, else when the collector is built."""
 
+    def option(self, key: str) -> Any:
+        """An option's configured value, else its declared default (settings made by hand may leave it out)."""
+        return self.settings.options.get(key, self.options[key][1])
+
     def collect(self, cycle: Cycle, state: dict) -> None:
         """One cycle: emit into `cycle`, update `state` in place. Raise to fail the cycle (nothing is applied)."""
         raise NotImplementedError
 
+    def committed(self, state: dict) -> None:
+        """The cycle that left `state` was saved and published: what the collector remembers in the process itself
+        (not in `state`) may move on now, and not before, since a cycle that fails is as if it never ran."""
+
     def check(self) -> str:
         """Make the cheapest call that needs this collector's permission; return what it saw, or raise."""
         raise NotImplementedError
+
+    def state_problem(self, state: dict) -> str:
+        """What makes a saved state unusable for this collector ('' if nothing): a key of the wrong kind, or a
+        cursor (a mapping with a watermark) whose watermark is not a number or whose seen ids are not a mapping."""
+        shape = {"counting_since": (int, float), "last_listed": dict, **self.state_shape}
+        for key, kind in shape.items():
+            if key in state and (not isinstance(state[key], kind) or isinstance(state[key], bool)):
+                return f"{key} is a {type(state[key]).__name__}, not a {getattr(kind, '__name__', 'number')}"
+        stack = [("", state)]
+        while stack:
+            where, node = stack.pop()
+            if "watermark" in node and (not isinstance(node["watermark"], (int, float))
+                                        or not isinstance(node.get("seen", {}), dict)):
+                return f"the cursor at {where or 'the top'} is damaged"
+            stack.extend((f"{where}/{key}", value) for key, value in node.items() if isinstance(value, dict))
+        return ""
+
+    def keep_within_retention(self, cycle: Cycle, state: dict, listed, label: str, metrics=(), maps=(),
+                              gone=()) -> set[str]:
+        """Entities (ids under `label`) listed now or within the retention, less those `gone` for good (a job
+        cluster that terminated never runs again): the counters of `metrics` and the entries of `maps` (per-entity
+        cursors, timestamps) of all others are forgotten. Returns the entities kept."""
+        retention = Retention(state)
+        for entity in gone:
+            retention.last_listed.pop(str(entity), None)
+        kept = retention.kept(listed, self.clock(), self.retention)
+        for metric in metrics:
+            # "_other" holds what the cardinality guard folded: an aggregate, not an entity that went away.
+            cycle.keep_only(metric, lambda labels: labels[label] in kept or labels[label] == OTHER)
+        for mapping in maps:
+            for entity in [e for e in mapping if e.split("/")[0] not in kept]:
+                del mapping[entity]
+        return kept
 
     def counting_since(self, state: dict) -> float:
         """Where exactly-once counting began: now minus the lookback on the very first cycle, then persisted."""
@@ -87,6 +136,63 @@ class Cursor:
             return
         self.state["watermark"] = watermark
         self.state["seen"] = {k: ts for k, ts in self.state["seen"].items() if ts >= watermark}
+
+
+class Skip:
+    """Whether the item of a skipped_if_forbidden block was skipped."""
+
+    skipped = False
+
+
+@contextlib.contextmanager
+def skipped_if_forbidden(cycle: Cycle, item: str, permission: str):
+    """Read one item (a run, an event log, a cluster's events): a 403 skips just that item and notes it in the
+    cycle, which the engine counts and warns about; a refused credential (401) still fails the cycle."""
+    outcome = Skip()
+    try:
+        yield outcome
+    except Unauthenticated:
+        raise
+    except Forbidden:
+        cycle.forbidden(item, permission)
+        outcome.skipped = True
+
+
+def forbidden_among(probes: Iterable[tuple[str, Callable[[], object]]]) -> list[str]:
+    """The items whose probe (one cheap read) answers 403, for `check` to list."""
+    forbidden = []
+    for item, probe in probes:
+        try:
+            probe()
+        except Unauthenticated:
+            raise
+        except Forbidden:
+            forbidden.append(item)
+        except NotFound:
+            pass
+    return forbidden
+
+
+def with_forbidden(seen: str, forbidden: list[str], permission: str) -> str:
+    """A check's summary, with the items the credential may not read."""
+    if not forbidden:
+        return seen
+    return f"{seen}; {len(forbidden)} forbidden (403, needs {permission}): {', '.join(forbidden)}"
+class Retention:
+    """When each entity (job, pipeline, cluster) was last listed, kept in the collector's state: one that is missing
+    from a listing (a malformed item, a permission blip, a filter change, a terminated cluster) keeps its cursor and
+    counters for `retention`, so it resumes where it was when it comes back; only one gone longer is forgotten."""
+
+    def __init__(self, state: dict, key: str = "last_listed"):
+        self.last_listed: dict[str, float] = state.setdefault(key, {})
+
+    def kept(self, listed, now: float, retention: float) -> set[str]:
+        """Note the entities listed now; return them with those listed within the retention, and forget the rest."""
+        for entity in listed:
+            self.last_listed[str(entity)] = now
+        for entity in [e for e, at in self.last_listed.items() if at < now - retention]:
+            del self.last_listed[entity]
+        return set(self.last_listed)
 
 
 class NameFilter:

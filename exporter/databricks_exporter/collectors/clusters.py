@@ -6,14 +6,16 @@ from __future__ import annotations
 import logging
 
 from .. import metrics as m
-from ..cycle import OTHER, Cycle
+from ..cycle import Cycle
 from ..sources.errors import NotFound
-from .base import Collector, Cursor, enum_name, register
+from .base import Collector, Cursor, enum_name, forbidden_among, register, skipped_if_forbidden, with_forbidden
 
 log = logging.getLogger(__name__)
 
 NOT_TERMINATED = ["PENDING", "RUNNING", "RESTARTING", "RESIZING", "TERMINATING", "ERROR", "UNKNOWN"]
-# Terminations remembered this long, so the scan of terminated clusters after a restart counts each once.
+# Terminations remembered this long, so the scan of terminated clusters after a restart counts each once: the scan
+# reads back only to the last successful cycle (less this margin, for a terminated_time set a little before the
+# cluster left the list of live ones), so the memory only needs to outlast the margin, not the exporter's uptime.
 TERMINATION_MEMORY_MS = 2 * 86400 * 1000
 # Fields of the clusters list that move when something happens to a cluster: its state and the message beside it
 # (a driver that stops responding says so there), its size and the executors that run, a (re)start, a driver that
@@ -23,6 +25,9 @@ SIGNAL_FIELDS = ("state", "state_message", "num_workers", "start_time", "last_re
 # The event that follows a RUNNING event with no change in the list (the driver reporting healthy, seconds later):
 # a cluster whose newest event is RUNNING is read again each cycle for this long after it.
 FOLLOW_UP_MS = 5 * 60 * 1000
+EVENTS_PERMISSION = "CAN ATTACH TO on the cluster"
+CHECK_PROBES = 100          # `check` reads the events of at most this many clusters
+TERMINATION_SCAN_MARGIN_MS = 3600 * 1000
 
 
 @register
@@ -30,6 +35,7 @@ class ClustersCollector(Collector):
     name = "clusters"
     default_interval = 30.0
     counts_work = True
+    state_shape = {"alive": dict, "terminations": dict, "events": dict, "terminations_seen_to": (int, float)}
     permission = "CAN ATTACH TO or higher on the clusters to watch (workspace admins see all clusters)"
     options = {
         "events": ("bool", True),
@@ -41,13 +47,22 @@ class ClustersCollector(Collector):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # The first cycle of each process also scans terminated clusters: terminations that happened while the
-        # exporter was down (or before its first start, back to counting_since) are counted then.
+        # Until a cycle that scanned terminated clusters is saved, each cycle scans them: terminations that happened
+        # while the exporter was down (since the last saved cycle, or since counting_since at the first start) are
+        # counted then.
         self.scanned_terminated = False
 
     def check(self) -> str:
         clusters = list(self.rest.clusters(NOT_TERMINATED))
-        return f"listed {len(clusters)} clusters that are not terminated"
+        seen = f"listed {len(clusters)} clusters that are not terminated"
+        if not self.settings.options["events"]:
+            return seen
+        since_ms = int((self.clock() - 3600) * 1000)
+        forbidden = forbidden_among(
+            (f"events of cluster {c['cluster_id']}",
+             lambda c=c: next(iter(self.rest.cluster_events(str(c["cluster_id"]), since_ms)), None))
+            for c in clusters[:CHECK_PROBES])
+        return with_forbidden(seen + " and read their events", forbidden, EVENTS_PERMISSION)
 
     def collect(self, cycle: Cycle, state: dict) -> None:
         since_ms = self.counting_since(state) * 1000
@@ -72,9 +87,11 @@ class ClustersCollector(Collector):
                       termination_code=reason.get("code") or "UNKNOWN", termination_type=reason.get("type") or "")
 
         if not self.scanned_terminated:
+            scan_from_ms = state.get("terminations_seen_to", 0) - TERMINATION_SCAN_MARGIN_MS
             for cluster in self.rest.clusters(["TERMINATED"]):
                 with cycle.item("terminated cluster"):
-                    count_termination(cluster)
+                    if (cluster.get("terminated_time") or 0) >= scan_from_ms:
+                        count_termination(cluster)
         # Clusters that were alive last cycle and are gone from the list terminated since: one get each.
         for cluster_id in [c for c in alive if c not in current]:
             try:
@@ -84,9 +101,11 @@ class ClustersCollector(Collector):
             with cycle.item("terminated cluster"):
                 if cluster and cluster.get("state") == "TERMINATED":
                     count_termination(cluster)
-        self.scanned_terminated = True
+        state["terminations_seen_to"] = now_ms
         for key in [k for k, ended in counted.items() if ended < now_ms - TERMINATION_MEMORY_MS]:
             del counted[key]
+        # A job cluster that terminated never runs again: nothing of it is kept for the retention.
+        ended_job_clusters = [cid for cid, source in alive.items() if cid not in current and source == "JOB"]
         alive.clear()
         alive.update({cid: c.get("cluster_source") or "" for cid, c in current.items()})
 
@@ -95,11 +114,13 @@ class ClustersCollector(Collector):
             for cluster_id, cluster in current.items():
                 with cycle.item("cluster"):
                     self._maybe_count_events(cycle, cluster_id, cluster, event_cursors, since_ms, now_ms)
-        for cluster_id in [c for c in event_cursors if c not in current]:
-            del event_cursors[cluster_id]
-        # "_other" holds what the cardinality guard folded; it is an aggregate, not a cluster that went away.
-        cycle.keep_only(m.CLUSTER_EVENTS,
-                        lambda labels: labels["cluster_id"] in current or labels["cluster_id"] == OTHER)
+        # A terminated cluster keeps its events cursor and counters for the retention: restarted, it goes on
+        # from its cursor rather than from counting_since.
+        self.keep_within_retention(cycle, state, current, "cluster_id", [m.CLUSTER_EVENTS], [event_cursors],
+                                   gone=ended_job_clusters)
+
+    def committed(self, state: dict) -> None:
+        self.scanned_terminated = True
 
     def _emit_cluster(self, cycle: Cycle, c: dict) -> None:
         cid = c["cluster_id"]
@@ -134,7 +155,10 @@ class ClustersCollector(Collector):
         if cursor_state.get("fingerprint") == fingerprint and not following \
                 and now_ms - cursor_state.get("read_at", 0) < max_age_ms:
             return
-        newest = self._count_events(cycle, cluster_id, Cursor(cursor_state, since_ms))
+        newest = None
+        # A cluster whose events are forbidden is tried again when it changes or the events grow old, like any.
+        with skipped_if_forbidden(cycle, f"events of cluster {cluster_id}", EVENTS_PERMISSION):
+            newest = self._count_events(cycle, cluster_id, Cursor(cursor_state, since_ms))
         cursor_state["fingerprint"], cursor_state["read_at"] = fingerprint, now_ms
         if newest is not None:
             timestamp, kind = newest

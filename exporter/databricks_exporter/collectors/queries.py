@@ -46,8 +46,8 @@ class QueriesCollector(Collector):
     permission = "CAN MONITOR or CAN MANAGE on the SQL warehouses (workspace admins see every user's queries)"
     options = {
         # Queries listed up to this long before the newest start time seen are listed again next cycle, in case
-        # the history shows a query a little after queries that started later. Seen ids make the overlap harmless.
-        "listing_margin": ("duration", 60.0),
+        # the history shows a query minutes after queries that started later. Seen ids make the overlap harmless.
+        "listing_margin": ("duration", 300.0),
         # On the very first start, queries that started this long before counting began are scanned once, so one
         # that started before counting_since and ended after it is still counted.
         "max_query_duration": ("duration", 2 * 3600.0),

@@ -6,11 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 from .. import metrics as m
 from ..cycle import Cycle
-from .base import Collector
+from .base import Collector, Cursor
 
 log = logging.getLogger(__name__)
 
@@ -126,3 +126,53 @@ class SystemTableCollector(Collector):
         rows = self.query(self.check_statement())
         return f"read {self.check_statement().split(' FROM ')[1].split()[0]} on warehouse {self.sql.warehouse_id} " \
                f"({len(rows)} row)"
+
+
+def status_class(code: Any) -> str:
+    """An HTTP status code as its class (2xx, 4xx, 5xx...); unknown when absent or not a status code."""
+    try:
+        number = int(code)
+    except (TypeError, ValueError):
+        return "unknown"
+    return f"{number // 100}xx" if 100 <= number <= 599 else "unknown"
+
+
+class IncrementalTableCollector(SystemTableCollector):
+    """A collector counting each row of an append-only system table exactly once (audit events, usage rows,
+    maintenance operations): rows_statement(watermark) selects the rows at or after the watermark (epoch seconds);
+    a row is counted when its id is new, and the watermark then follows the newest row less max_delay, so rows that
+    become visible up to max_delay late are still read. Counted ids and the watermark are committed with the counts.
+    On the very first cycle the watermark starts `backfill` seconds before counting_since."""
+
+    counts_work = True
+    id_column: ClassVar[str] = ""
+    time_column: ClassVar[str] = ""
+    options: dict[str, tuple[str, Any]] = {**SystemTableCollector.options, "max_delay": ("duration", 3600.0)}
+
+    def rows_statement(self, since: float) -> str:
+        raise NotImplementedError
+
+    def count_row(self, cycle: Cycle, row: dict) -> None:
+        """Count one new row; raise on a malformed one (its counts are then undone and it is skipped)."""
+        raise NotImplementedError
+
+    def count_new_rows(self, cycle: Cycle, state: dict, backfill: float = 0.0) -> float | None:
+        """Count the rows not counted yet; returns the newest row time seen, if any."""
+        cursor = Cursor(state.setdefault("rows", {}), self.counting_since(state) - backfill)
+        newest = None
+        for row in self.query(self.rows_statement(cursor.watermark)):
+            with cycle.item(f"{self.name} row"):
+                at = utc(row[self.time_column]).timestamp()
+                row_id = row[self.id_column]
+                if not isinstance(row_id, str) or not row_id:
+                    raise ValueError(f"{self.id_column} is not an id: {row_id!r}")
+                if at > self.clock() + 86400:
+                    # Believing it would move the watermark past every real row.
+                    raise ValueError(f"{self.time_column} in the future: {row[self.time_column]!r}")
+                newest = at if newest is None else max(newest, at)
+                if cursor.is_new(row_id) and at >= cursor.watermark:
+                    self.count_row(cycle, row)
+                    cursor.mark(row_id, at)
+        if newest is not None:
+            cursor.advance(newest - self.settings.options["max_delay"])
+        return newest

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from .. import metrics as m
 from ..sources.sql import literal
-from ..cycle import OTHER, Cycle
+from ..cycle import Cycle
 from .base import register
 from .system_tables import SystemTableCollector, amount, finite, sql_timestamp, utc
 
@@ -52,7 +52,12 @@ class UtilizationCollector(SystemTableCollector):
     def refresh(self, cycle: Cycle, state: dict) -> None:
         now = self.clock()
         since = self.counting_since(state)
-        running = {c.get("cluster_id") for c in self.rest.clusters(RUNNING_STATES)}
+        listed = list(self.rest.clusters(RUNNING_STATES))
+        running = {c.get("cluster_id") for c in listed}
+        # Job clusters running last cycle and not now ended for good: nothing of them is kept for the retention.
+        job_clusters = state.setdefault("job_clusters", [])
+        ended_job_clusters = [cid for cid in job_clusters if cid not in running]
+        job_clusters[:] = sorted(c.get("cluster_id") for c in listed if c.get("cluster_source") == "JOB")
         counted: dict[str, float] = state.setdefault("counted_until", {})   # cluster_id -> end of last minute counted
         window_start = max(since, now - self.settings.options["window"])
         rows = self.query(self.utilization_statement(self.workspace.workspace_id, window_start))
@@ -86,11 +91,10 @@ class UtilizationCollector(SystemTableCollector):
         for cluster_id, latest in latest_by_cluster.items():
             cycle.gauge(m.CLUSTER_UTILIZATION_LATEST, latest, cluster_id=cluster_id)
 
-        # Clusters that stopped running: their counters go (job clusters come and go with every run).
-        for key in [k for k in counted if k.split("/")[0] not in running]:
-            del counted[key]
-        for metric in (m.CLUSTER_NET_RECEIVED, m.CLUSTER_NET_SENT):
-            cycle.keep_only(metric, lambda labels: labels["cluster_id"] in running or labels["cluster_id"] == OTHER)
+        # Clusters that stopped running keep their counters and minutes counted for the retention, so one that
+        # restarts neither starts its counters again nor counts its earlier minutes twice.
+        self.keep_within_retention(cycle, state, running, "cluster_id", (m.CLUSTER_NET_RECEIVED, m.CLUSTER_NET_SENT),
+                                   [counted], gone=ended_job_clusters)
 
 
 class Minute(NamedTuple):

@@ -256,3 +256,17 @@ class RestSource:
             if not page.has_next_page or not token:
                 return
 
+    # -- model serving
+
+    def serving_endpoints(self) -> list[dict]:
+        """Every model serving endpoint as the API spells it. Read raw: the SDK's summary model drops fields of the
+        served entities (scale_to_zero_enabled, workload_size)."""
+        with translated():
+            return self.client.api_client.do("GET", "/api/2.0/serving-endpoints").get("endpoints") or []
+
+    def serving_endpoint_metrics(self, name: str) -> str:
+        """The endpoint's metrics export: Prometheus/OpenMetrics text."""
+        with translated():
+            contents = self.client.serving_endpoints.export_metrics(name).contents
+            raw = contents.read() if hasattr(contents, "read") else contents
+        return raw.decode() if isinstance(raw, bytes) else str(raw or "")

@@ -173,18 +173,24 @@ class SqlSource:
             _retry_stop_after_attempts_count=5, **kwargs)
         return self._connection
 
-    def _disconnect(self) -> None:
-        with self._lock:
+    def _disconnect(self, wait: float = -1) -> None:
+        if not self._lock.acquire(timeout=wait):
+            return
+        try:
             connection, self._connection = self._connection, None
             self._endpoint = None
+        finally:
+            self._lock.release()
         if connection is not None:
             try:
                 connection.close()
             except Exception:  # noqa: BLE001 - a broken connection may not close cleanly; it is dropped anyway
                 pass
 
-    def close(self) -> None:
-        self._disconnect()
+    def close(self, wait: float = -1) -> None:
+        """Close the session; with a `wait` in seconds, only if a statement running on it ends by then (otherwise
+        nothing is done)."""
+        self._disconnect(wait)
 
     # -- bookkeeping
 
