@@ -300,9 +300,10 @@ class LongLivedCluster:
             unresponsive = end_activity - rng.randint(2, 5) * MINUTE_MS
             driver_message = "Driver is up but is not responsive, likely due to GC."
             events.append((unresponsive, "DRIVER_NOT_RESPONDING", None, None, {"driver_state_message": driver_message}))
-            # The cluster stays RUNNING and its state_message carries the driver's (not verified against a live
-            # workspace; the list has no other field for it).
-            states.append((unresponsive, "RUNNING", driver_message, workers))
+            # The cluster keeps its state and size and its state_message carries the driver's (not verified against
+            # a live workspace; the list has no other field for it).
+            _, state_then, _, workers_then = max((s for s in states if s[0] <= unresponsive), key=lambda s: s[0])
+            states.append((unresponsive, state_then, driver_message, workers_then))
             reason = _reason("DRIVER_UNREACHABLE", "SERVICE_FAULT")
             message = "Attempt to reach the driver of the cluster failed."
             end = end_activity
