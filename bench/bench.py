@@ -13,6 +13,7 @@ Nothing here asserts: it measures and prints. docs/performance.md records the fi
 from __future__ import annotations
 
 import argparse
+import gzip
 import http.client
 import json
 import math
@@ -35,11 +36,31 @@ from databricks_exporter.collectors import COLLECTORS
 SIMULATOR = """
 import json, signal, sys, threading
 from databricks_sim.server import SimulatorServer
-server = SimulatorServer(port=0, seed=1, **json.loads(sys.argv[1])).start()
-print(server.url, server.token, flush=True)
+sizes, seeds = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+for seed in seeds:
+    server = SimulatorServer(port=0, seed=seed, workspace_id=1_000_000_000 + seed, **sizes).start()
+    server.workspace.truth()     # generate the backfilled history now, not inside the exporter's first requests
+    print(server.url, server.token, flush=True)
 stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *a: stop.set())
 stop.wait()
+"""
+
+# The exporter under tracemalloc: SIGUSR1 writes a snapshot to the file named in DBX_BENCH_SNAPSHOT, numbered.
+# Tracing starts after the imports (the SDK's modules alone are about 56 MB traced, 73 MB resident, measured apart):
+# tracing them would make the start take minutes, and they are no data the exporter holds.
+TRACED_EXPORTER = """
+import os, signal, sys, tracemalloc
+import databricks.sdk, databricks.sql, databricks_exporter.cli, databricks_exporter.collectors
+tracemalloc.start(int(sys.argv[1]))
+taken = [0]
+def dump(*_):
+    taken[0] += 1
+    tracemalloc.take_snapshot().dump(f"{os.environ['DBX_BENCH_SNAPSHOT']}.{taken[0]}")
+    open(f"{os.environ['DBX_BENCH_SNAPSHOT']}.{taken[0]}.done", "w").close()
+signal.signal(signal.SIGUSR1, dump)
+from databricks_exporter.cli import main
+sys.exit(main(sys.argv[2:]))
 """
 
 BASELINE = """
@@ -72,8 +93,11 @@ def free_port() -> int:
 
 
 def get(url: str, timeout: float = 60) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return response.read().decode()
+    """A scrape as Prometheus makes it (gzip), so that the exporter's memory is what it is under Prometheus."""
+    request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        body = response.read()
+        return (gzip.decompress(body) if response.headers.get("Content-Encoding") == "gzip" else body).decode()
 
 
 def by_label(text: str, name: str, key: str | None) -> dict[str, float]:
@@ -98,16 +122,18 @@ def rss_mb(pid: int) -> tuple[float, float]:
 
 # --- /metrics under load -----------------------------------------------------------------------------------------
 
-def _scrape_process(url: str, threads: int, seconds: float, paced: bool, out) -> None:
-    """`threads` scrapers, each on its own keep-alive connection asking for gzip, as Prometheus scrapes. Paced: every
-    scraper fires on each whole second (all at once: the worst case of many servers scraping one target)."""
+def _scrape_process(url: str, offsets: list[float | None], seconds: float, out) -> None:
+    """One scraper per offset, each on its own keep-alive connection asking for gzip, as Prometheus scrapes. An
+    offset of None scrapes back to back; a number fires once a second at that fraction past the whole second (all
+    0: every scraper at once, the worst case; spread over the second: how Prometheus staggers its targets, each at
+    its own offset within the interval)."""
     parts = urllib.parse.urlsplit(url)
     latencies: list[float] = []
     errors = 0
     lock = threading.Lock()
     deadline = time.time() + seconds
 
-    def scraper():
+    def scraper(offset: float | None):
         nonlocal errors
         connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
 
@@ -125,9 +151,9 @@ def _scrape_process(url: str, threads: int, seconds: float, paced: bool, out) ->
             scrape()    # connect first: Prometheus keeps its connection to a target open between scrapes
         except (OSError, http.client.HTTPException):
             connection.close()
-        tick = math.ceil(time.time())
+        tick = math.ceil(time.time()) + (offset or 0.0)
         while True:
-            if paced:
+            if offset is not None:
                 time.sleep(max(0.0, tick - time.time()))
                 tick += 1
             if time.time() >= deadline:
@@ -142,7 +168,7 @@ def _scrape_process(url: str, threads: int, seconds: float, paced: bool, out) ->
         with lock:
             latencies.extend(mine)
 
-    workers = [threading.Thread(target=scraper) for _ in range(threads)]
+    workers = [threading.Thread(target=scraper, args=(offset,)) for offset in offsets]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -155,15 +181,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def hammer(url: str, clients: int, seconds: float, paced: bool = False, pid: int | None = None) -> dict:
+def hammer(url: str, clients: int, seconds: float, shape: str = "back to back", pid: int | None = None) -> dict:
     """Scrapers spread over several processes, so that the load generator's own GIL does not become the latency
     measured. With the server's pid, also its CPU time per scrape."""
     context = multiprocessing.get_context("fork")
     results = context.Queue()
     procs = max(1, min(5, clients // 10))
-    shares = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+    offsets = [SHAPES[shape](i, clients) for i in range(clients)]
+    shares = [offsets[i::procs] for i in range(procs)]
     server_cpu = cpu_seconds(pid) if pid else 0.0
-    workers = [context.Process(target=_scrape_process, args=(url, share, seconds, paced, results)) for share in shares]
+    workers = [context.Process(target=_scrape_process, args=(url, share, seconds, results)) for share in shares]
     for worker in workers:
         worker.start()
     latencies, errors = [], 0
@@ -244,14 +271,16 @@ def serve_synthetic(series: int, port: int) -> None:
             store.commit("1234567890123456/jobs", cycle(), {})
 
 
-# How the concurrent scrapers are shaped: back to back, or all at once each second (paced), as Prometheus servers
-# with aligned scrape intervals do.
-SHAPES = {"back to back": False, "all at once each 1 s": True}
+# How the concurrent scrapers are shaped: scraper i of n -> its offset within each second (None: back to back).
+# Staggered is what Prometheus does: each target of a scrape pool at its own offset (a hash of the target) within
+# the interval, so 50 servers scraping one target each second arrive spread over the second.
+SHAPES = {"back to back": lambda i, n: None, "all at once each 1 s": lambda i, n: 0.0,
+          "staggered over each 1 s": lambda i, n: i / n}
 
 
 def loaded_rows(server: str, url: str, pid: int, args) -> list[tuple[str, dict]]:
-    return [(f"{server}, {shape}", hammer(url, args.scrapers, args.scrape_seconds, paced=paced, pid=pid))
-            for shape, paced in SHAPES.items()]
+    return [(f"{server}, {shape}", hammer(url, args.scrapers, args.scrape_seconds, shape=shape, pid=pid))
+            for shape in SHAPES]
 
 
 def scrape_part(args, work: Path, exporter_url: str | None = None, exporter_pid: int | None = None) -> None:
@@ -281,6 +310,7 @@ def scrape_part(args, work: Path, exporter_url: str | None = None, exporter_pid:
     try:
         baseline.stdout.readline()
         url = f"http://127.0.0.1:{baseline_port}/metrics"
+        rows.append(("generate_latest, one scraper", hammer(url, 1, args.scrape_seconds / 2, pid=baseline.pid)))
         rows += loaded_rows("generate_latest", url, baseline.pid, args)
     finally:
         baseline.terminate()
@@ -292,10 +322,14 @@ def scrape_part(args, work: Path, exporter_url: str | None = None, exporter_pid:
               f"{r['per_second']:8.1f} req/s  server CPU (all its threads) {r['server_cpu_us']:7.0f} us/scrape  "
               f"({r['requests']} requests, {r['errors']} errors)")
     ours = {name: r for name, r in rows}
+    a, b = ours["databricks-exporter, one scraper"], ours["generate_latest, one scraper"]
+    print(f"  server CPU per scrape, one scraper: {a['server_cpu_us']:.0f} us against generate_latest's "
+          f"{b['server_cpu_us']:.0f} us ({b['server_cpu_us'] / a['server_cpu_us']:.0f}x less)")
     for shape in SHAPES:
         a, b = ours[f"databricks-exporter, {shape}"], ours[f"generate_latest, {shape}"]
         print(f"  {shape}: p99 {a['p99_ms']:.1f} ms (target <= 10 ms); {b['p99_ms'] / a['p99_ms']:.0f}x faster at p99 "
-              f"than generate_latest (target >= 10x)" + (
+              f"than generate_latest (target >= 10x); server CPU per scrape {a['server_cpu_us']:.0f} us against "
+              f"{b['server_cpu_us']:.0f} us ({b['server_cpu_us'] / a['server_cpu_us']:.0f}x less)" + (
                   f", {a['per_second'] / max(b['per_second'], 1e-9):.0f}x its throughput" if shape == "back to back"
                   else ""))
 
@@ -359,15 +393,17 @@ def report_requests(snapshots: list[tuple[float, str]], log_path: Path, window_s
                                 if line.startswith("databricks_pipeline_") and "_total{" in line})
     pipelines_moving = moved(pipeline_counters, "pipeline_id")
     cpm = {name: 60 / interval for name, interval in INTERVALS.items()}        # cycles per minute
-    pages = lambda items, size: math.ceil(items / size) if items > 0 else 0
+    n = args.workspaces      # the minimum is per workspace (pages do not span workspaces), times n
+    pages = lambda items, size: n * math.ceil(items / n / size) if items > 0 else 0
     minimum = {   # per minute
-        "jobs": pages(args.jobs, 100) * 60 / 300 + cpm["jobs"] * (pages(completed_runs / cpm["jobs"], 25)
-                                                                   + pages(active_runs, 25)),
+        "jobs": pages(args.jobs * n, 100) * 60 / 300 + cpm["jobs"] * (pages(completed_runs / cpm["jobs"], 25)
+                                                                       + pages(active_runs, 25)),
         "clusters": cpm["clusters"] * pages(clusters, 100) + terminations
         + moved(["databricks_cluster_events_total"], "cluster_id"),
-        "warehouses": cpm["warehouses"],
-        "queries": cpm["queries"] * max(1, pages(queries / cpm["queries"], 500)),
-        "pipelines": cpm["pipelines"] * pages(args.pipelines, 100) + args.pipelines * 60 / 900 + pipelines_moving,
+        "warehouses": cpm["warehouses"] * n,
+        "queries": cpm["queries"] * max(n, pages(queries / cpm["queries"], 500)),
+        "pipelines": cpm["pipelines"] * pages(args.pipelines * n, 100) + args.pipelines * n * 60 / 900
+        + pipelines_moving,
     }
     print(f"\n  the data: {completed_runs:.0f} job runs completed a minute ({completed_runs * 1440:.0f} a day), "
           f"{active_runs:.0f} active; {clusters:.0f} clusters not terminated, {terminations:.1f} terminations a "
@@ -378,7 +414,7 @@ def report_requests(snapshots: list[tuple[float, str]], log_path: Path, window_s
           "warehouses = one list per cycle; queries = per cycle ceil(new queries/500), at least 1; pipelines = per "
           "cycle ceil(pipelines/100) + one get per pipeline every 15 min (spec_refresh) + one events read per "
           "pipeline whose counters moved (between snapshots)")
-    print(f"  {'collector':<12} {'requests/min':>13} {'minimum/min':>12} {'ratio':>6}")
+    print(f"  {'collector':<12} {'requests/min':>13} {'minimum/min':>12} {'ratio':>6} {'per workspace/min':>18}")
     measured_total = minimum_total = 0.0
     owner = {endpoint: next((c for prefix, c in ENDPOINT_COLLECTORS if endpoint.startswith(prefix)), "")
              for endpoint in per_minute}
@@ -387,10 +423,10 @@ def report_requests(snapshots: list[tuple[float, str]], log_path: Path, window_s
         measured_total += measured
         minimum_total += minimum[collector]
         ratio = measured / minimum[collector] if minimum[collector] else math.nan
-        print(f"  {collector:<12} {measured:>13.1f} {minimum[collector]:>12.1f} {ratio:>6.2f}")
+        print(f"  {collector:<12} {measured:>13.1f} {minimum[collector]:>12.1f} {ratio:>6.2f} {measured / n:>18.1f}")
     other = sum(per_minute.values()) - measured_total
-    print(f"  {'all':<12} {measured_total:>13.1f} {minimum_total:>12.1f} {measured_total / minimum_total:>6.2f}"
-          f"   (target <= 1.2; {other:.1f} requests/min of other endpoints not counted)")
+    print(f"  {'all':<12} {measured_total:>13.1f} {minimum_total:>12.1f} {measured_total / minimum_total:>6.2f} "
+          f"{measured_total / n:>18.1f}   (target <= 1.2; {other:.1f} requests/min of other endpoints not counted)")
 
 
 def main() -> None:
@@ -413,71 +449,157 @@ def main() -> None:
     parser.add_argument("--scrape-only", action="store_true", help="only the /metrics part")
     parser.add_argument("--margins", metavar="JOBS,QUERIES,PIPELINES",
                         help="the cursors' re-read margins (default 2m,5m,5m; before issue 12: 10s,60s,10s)")
+    parser.add_argument("--no-scrape", action="store_true", help="leave out the /metrics part")
+    parser.add_argument("--no-state-file", action="store_true",
+                        help="run the exporter without a state file (every commit rewrites it whole otherwise)")
+    parser.add_argument("--workspaces", type=int, default=1, help="simulated workspaces of this size, one exporter")
+    parser.add_argument("--simulator-processes", type=int, default=4, help="processes the workspaces are spread over")
+    parser.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES",
+                        help="run the exporter under tracemalloc and print its top holders after the first cycle "
+                             "and after the window (slower, and its resident memory is then not the real figure)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="dbx-bench-"))
-    print(f"load average at start: {os.getloadavg()}", flush=True)
+    print(f"load average at start: {load()}", flush=True)
     if args.scrape_only:
         scrape_part(args, work)
         return
     sizes = {"n_clusters": args.clusters, "n_jobs": args.jobs, "n_warehouses": args.warehouses,
              "n_pipelines": args.pipelines, "query_rate": args.query_rate, "history_seconds": args.history_hours * 3600}
-    print(f"workspace: {json.dumps(sizes)}; work dir {work}", flush=True)
+    print(f"workspace: {json.dumps(sizes)} x {args.workspaces}; work dir {work}", flush=True)
     started = time.monotonic()
-    sim = subprocess.Popen([sys.executable, "-c", SIMULATOR, json.dumps(sizes)], stdout=subprocess.PIPE, text=True)
-    url, token = sim.stdout.readline().split()
-    print(f"simulator up in {time.monotonic() - started:.0f}s at {url}", flush=True)
+    # The simulated workspaces, a few per process (each answers on its own threads; one process for all would
+    # make the simulator's GIL the thing measured).
+    seeds = list(range(1, args.workspaces + 1))
+    groups = [seeds[i::args.simulator_processes] for i in range(min(args.simulator_processes, len(seeds)))]
+    sims = [subprocess.Popen([sys.executable, "-c", SIMULATOR, json.dumps(sizes), json.dumps(group)],
+                             stdout=subprocess.PIPE, text=True) for group in groups]
+    endpoints = [sim.stdout.readline().split() for sim, group in zip(sims, groups) for _ in group]
+    print(f"{len(endpoints)} simulated workspace(s) up in {time.monotonic() - started:.0f}s", flush=True)
 
     port = free_port()
     config = work / "config.yml"
     # --margins jobs,queries,pipelines: the cursors' re-read margins, to measure what a wider one costs.
     jobs_margin, queries_margin, pipelines_margin = args.margins.split(",") if args.margins else ("2m", "5m", "5m")
-    config.write_text(f"state_file: {work / 'state.json'}\nweb: {{listen_address: '127.0.0.1:{port}'}}\n"
+    workspaces = "".join(f"  - {{name: ws{i}, host: '{url}', token: '{token}'}}\n"
+                         for i, (url, token) in enumerate(endpoints))
+    state_file = "" if args.no_state_file else f"state_file: {work / 'state.json'}\n"
+    config.write_text(f"{state_file}web: {{listen_address: '127.0.0.1:{port}'}}\n"
                       "log: {format: json}\ncollectors: {clusters: {timeout: 120s}, "
                       f"jobs: {{timeout: 300s, listing_margin: {jobs_margin}}}, "
                       f"queries: {{timeout: 300s, listing_margin: {queries_margin}}}, "
-                      f"pipelines: {{timeout: 300s, event_margin: {pipelines_margin}}}}}\n")
-    env = {**os.environ, "DATABRICKS_HOST": url, "DATABRICKS_TOKEN": token}
+                      f"pipelines: {{timeout: 300s, event_margin: {pipelines_margin}}}}}\nworkspaces:\n{workspaces}")
+    env = {**os.environ, "DBX_BENCH_SNAPSHOT": str(work / "tracemalloc")}
     log_path = work / "exporter.log"
-    exporter = subprocess.Popen([sys.executable, "-m", "databricks_exporter", "serve", "--config.file", str(config)],
+    command = ["-m", "databricks_exporter"] if not args.tracemalloc else ["-c", TRACED_EXPORTER, str(args.tracemalloc)]
+    exporter = subprocess.Popen([sys.executable, *command, "serve", "--config.file", str(config)],
                                 env=env, stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
     base = f"http://127.0.0.1:{port}"
     try:
         started = time.monotonic()
-        while True:
-            try:
-                if urllib.request.urlopen(base + "/readyz", timeout=5).status == 200:
-                    break
-            except OSError:
-                pass
+        # Ready: every REST collector of every workspace has finished a cycle (/readyz also counts failed ones).
+        wanted = {(f"ws{i}", c) for i in range(len(endpoints)) for c in ("clusters", "jobs", "pipelines", "queries",
+                                                                         "warehouses")}
+        while not wanted <= finished_cycles(log_path):
             if exporter.poll() is not None:
                 sys.exit(f"exporter exited:\n{log_path.read_text()[-3000:]}")
             time.sleep(2)
+        rss, peak = rss_mb(exporter.pid)
         print(f"first cycle of every collector done in {time.monotonic() - started:.0f}s "
-              f"(includes the one-time initial scans)", flush=True)
+              f"(includes the one-time initial scans); resident memory then {rss:.0f} MB (peak {peak:.0f} MB); "
+              f"load {load()}", flush=True)
+        if args.tracemalloc:
+            snapshot(exporter.pid, work, 1, "after the first cycle", args.tracemalloc)
         time.sleep(65)   # let every collector settle into its steady state
 
         window_start = time.time()
+        cpu_start = cpu_seconds(exporter.pid)
         snapshots = [(time.time(), get(base + "/metrics"))]
+        rss_samples = []
         while time.time() - window_start < args.minutes * 60:
             time.sleep(max(0.0, window_start + len(snapshots) * SNAPSHOT_SECONDS - time.time()))
             snapshots.append((time.time(), get(base + "/metrics")))
+            rss_samples.append(rss_mb(exporter.pid)[0])
+        cpu_per_minute = (cpu_seconds(exporter.pid) - cpu_start) / ((time.time() - window_start) / 60)
         report_requests(snapshots, log_path, window_start, args)
         rss, peak = rss_mb(exporter.pid)
         last = snapshots[-1][1]
         (work / "metrics.txt").write_text(last)
         series = sum(1 for line in last.splitlines() if line and not line.startswith("#"))
-        print(f"\nresident memory of the exporter: {rss:.0f} MB now, {peak:.0f} MB peak (target <= 300 MB)")
-        print(f"series on /metrics: {series}; exposition {len(last.encode()) / 1e6:.1f} MB; series folded by the "
-              f"cardinality guard: {total(last, 'databricks_exporter_series_dropped'):.0f}")
-        print(f"load average after the window: {os.getloadavg()}", flush=True)
-        scrape_part(args, work, base + "/metrics", exporter.pid)
+        n = args.workspaces
+        print(f"\nresident memory of the exporter over the window: {min(rss_samples):.0f}-{max(rss_samples):.0f} MB, "
+              f"{rss:.0f} MB at its end, {peak:.0f} MB peak since start (target <= 200 MB at full scale)"
+              + (" [under tracemalloc: not the real figure]" if args.tracemalloc else ""))
+        print(f"exporter CPU over the window: {cpu_per_minute:.1f} CPU seconds a minute "
+              f"({cpu_per_minute / n:.2f} per workspace)")
+        print(f"series on /metrics: {series} ({series / n:.0f} per workspace); exposition "
+              f"{len(last.encode()) / 1e6:.1f} MB; series folded by the cardinality guard: "
+              f"{total(last, 'databricks_exporter_series_dropped'):.0f}")
+        print(f"load average after the window: {load()}", flush=True)
+        if args.tracemalloc:
+            snapshot(exporter.pid, work, 2, "at the end of the steady window", args.tracemalloc)
+        if not args.no_scrape:
+            scrape_part(args, work, base + "/metrics", exporter.pid)
     finally:
         exporter.send_signal(signal.SIGTERM)
-        sim.terminate()
+        for sim in sims:
+            sim.terminate()
         exporter.wait(30)
-        sim.wait(30)
+        for sim in sims:
+            sim.wait(30)
 
+
+def finished_cycles(log_path: Path) -> set[tuple[str, str]]:
+    out = set()
+    for line in log_path.read_text().splitlines():
+        if '"collection cycle finished"' in line:
+            entry = json.loads(line)
+            out.add((entry["workspace"], entry["collector"]))
+    return out
+
+
+def load() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def snapshot(pid: int, work: Path, number: int, when: str, frames: int) -> None:
+    """Ask the traced exporter for a tracemalloc snapshot and print its top holders, by line and by the module
+    of the exporter (or library) that allocated them."""
+    import tracemalloc
+    done = work / f"tracemalloc.{number}.done"
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 300
+    while not done.exists() and time.monotonic() < deadline:
+        time.sleep(1)
+    snap = tracemalloc.Snapshot.load(str(work / f"tracemalloc.{number}"))
+    traced = sum(stat.size for stat in snap.statistics("filename"))
+    print(f"\ntracemalloc {when}: {traced / 1e6:.1f} MB traced; top holders by line:")
+    for stat in snap.statistics("lineno")[:15]:
+        frame = stat.traceback[0]
+        print(f"  {stat.size / 1e6:7.1f} MB {stat.count:>9} blocks  {shorten(frame.filename)}:{frame.lineno}")
+    if frames > 1:
+        print("  by the first exporter frame on the allocating stack:")
+        holders: dict[str, list[int]] = {}
+        for stat in snap.statistics("traceback"):
+            frames = list(stat.traceback)[::-1]       # most recent first
+            if any(f.filename.startswith("<frozen importlib") for f in frames):
+                key = "imports (module code, and the classes the SDK's modules define)"
+            else:
+                frame = next((f for f in frames if "databricks_exporter" in f.filename), frames[0])
+                key = f"{shorten(frame.filename)}:{frame.lineno}"
+            entry = holders.setdefault(key, [0, 0])
+            entry[0] += stat.size
+            entry[1] += stat.count
+        for key, (size, count) in sorted(holders.items(), key=lambda kv: -kv[1][0])[:15]:
+            print(f"  {size / 1e6:7.1f} MB {count:>9} blocks  {key}")
+
+
+def shorten(filename: str) -> str:
+    for marker in ("databricks_exporter/", "site-packages/", "python3.11/"):
+        if marker in filename:
+            return filename.split(marker, 1)[1] if marker != "databricks_exporter/" else \
+                "databricks_exporter/" + filename.split(marker, 1)[1]
+    return filename
 
 if __name__ == "__main__":
     main()

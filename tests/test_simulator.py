@@ -166,10 +166,15 @@ def test_cluster_lifecycle_over_two_days():
     reasons = {(e[4]["reason"]["code"], e[4]["reason"]["type"]) for e in events if e[1] == "TERMINATING"}
     assert {("INACTIVITY", "SUCCESS"), ("USER_REQUEST", "SUCCESS"), ("DRIVER_UNREACHABLE", "SERVICE_FAULT"),
             ("CLOUD_PROVIDER_LAUNCH_FAILURE", "CLOUD_FAILURE")} <= reasons
-    for cluster in ws.clusters:    # each state change is announced by its event
+    for cluster in ws.clusters:    # each state change (and each new state message) is announced by its event
         running = [ts for ts, state, _, _ in cluster.transitions if state == "RUNNING" and ts <= now]
-        announced = {e[0] for e in cluster.events if e[1] in ("RUNNING", "UPSIZE_COMPLETED", "RESIZING")}
+        announced = {e[0] for e in cluster.events if e[1] in ("RUNNING", "UPSIZE_COMPLETED", "RESIZING",
+                                                              "DRIVER_NOT_RESPONDING")}
         assert set(running) <= announced
+    unresponsive = {e[0] for c in ws.clusters for e in c.events if e[1] == "DRIVER_NOT_RESPONDING" and e[0] <= now}
+    assert unresponsive and all(
+        c.state_at(ts)[1] == "Driver is up but is not responsive, likely due to GC." for c in ws.clusters
+        for ts, kind, *_ in c.events if kind == "DRIVER_NOT_RESPONDING" and ts <= now)
 
 
 # ------------------------------------------------------------------------------------------------------ jobs

@@ -14,7 +14,7 @@ from importlib import resources
 
 import yaml
 
-from . import __version__, logs
+from . import __version__, allocator, logs
 from .collectors import COLLECTORS
 from .config import ConfigError, Settings, default_state_file, load, parse_listen_address, parse_duration
 from .engine import Engine, Workspace, describe_error
@@ -157,6 +157,8 @@ def _load_state(store: MetricStore) -> str | None:
 def cmd_serve(settings: Settings, banner: str = "", web_config: WebConfig | None = None) -> int:
     from .web import serve
 
+    stop = threading.Event()
+    allocator.tune(stop)      # before the threads start: the arena limit applies to arenas not yet made
     store = MetricStore(settings.state_file)
     loaded = _load_state(store)
     if loaded is None:
@@ -170,7 +172,6 @@ def cmd_serve(settings: Settings, banner: str = "", web_config: WebConfig | None
     if banner:
         print(banner.format(port=port), flush=True)
     engine.start()
-    stop = threading.Event()
     sinks = start_sinks(settings, store, stop)
     _wait_for_signal()
     log.info("shutting down")

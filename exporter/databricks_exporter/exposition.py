@@ -133,15 +133,16 @@ def _deflate(data: bytes) -> bytes:
 
 @dataclass
 class _Chunk:
-    text: bytes
+    text: bytes | None     # None once deflated, unless plain bodies of its format are asked for
     deflated: bytes | None = None
     crc: int = 0
     shift: int = 0
+    length: int = 0
 
     def compressed(self) -> bytes:
         if self.deflated is None:
             self.deflated = _deflate(self.text)
-            self.crc, self.shift = zlib.crc32(self.text), crc_shift(len(self.text))
+            self.crc, self.shift, self.length = zlib.crc32(self.text), crc_shift(len(self.text)), len(self.text)
         return self.deflated
 
 
@@ -161,6 +162,9 @@ class Renderer:
         self._version = -1
         self._families: dict[m.Metric, Family] = {}
         self._chunks: dict[tuple[m.Metric, bool], _Chunk] = {}
+        # The formats (openmetrics or not) a plain body was asked for: their chunks keep their text. The others
+        # keep only the deflated blocks, a twentieth of the size (Prometheus asks for gzip).
+        self._plain: set[bool] = set()
         # (store version, {(openmetrics, gzipped): body}), replaced as a whole so readers need no lock.
         self._published: tuple[int, dict[tuple[bool, bool], bytes]] = (-1, {})
 
@@ -195,14 +199,20 @@ class Renderer:
         self._version = version
         self._published = (version, {})
 
-    def _chunk(self, metric: m.Metric, openmetrics: bool) -> _Chunk:
+    def _chunk(self, metric: m.Metric, openmetrics: bool, text: bool) -> _Chunk:
+        """The family's chunk in one format; with text, its text is there (formatted again if it was dropped)."""
         chunk = self._chunks.get((metric, openmetrics))
         if chunk is None:
             chunk = self._chunks[(metric, openmetrics)] = _Chunk(format_family(self._families[metric], openmetrics))
+        elif text and chunk.text is None:
+            chunk.text = format_family(self._families[metric], openmetrics)
         return chunk
 
     def _assemble(self, openmetrics: bool, gzipped: bool) -> bytes:
-        chunks = [self._chunk(metric, openmetrics) for metric in sorted(self._families, key=lambda x: x.name)]
+        if not gzipped:
+            self._plain.add(openmetrics)
+        chunks = [self._chunk(metric, openmetrics, not gzipped)
+                  for metric in sorted(self._families, key=lambda x: x.name)]
         if openmetrics:
             chunks.append(EOF_CHUNK)
         if not gzipped:
@@ -211,7 +221,9 @@ class Renderer:
         crc, size = 0, 0
         for chunk in chunks:
             crc = _multmodp(chunk.shift, crc) ^ chunk.crc      # zlib's crc32_combine
-            size += len(chunk.text)
+            size += chunk.length
+            if openmetrics not in self._plain and chunk is not EOF_CHUNK:
+                chunk.text = None
         return b"".join([GZIP_HEADER, *blocks, DEFLATE_END, struct.pack("<II", crc, size & 0xFFFFFFFF)])
 
 

@@ -297,8 +297,13 @@ class LongLivedCluster:
             _, workers = self._resize(events, states, end_activity, workers, spec.autoscale[0], "AUTOSCALE", rng)
 
         if crash:
-            events.append((end_activity - rng.randint(2, 5) * MINUTE_MS, "DRIVER_NOT_RESPONDING", None, None,
-                           {"driver_state_message": "Driver is up but is not responsive, likely due to GC."}))
+            unresponsive = end_activity - rng.randint(2, 5) * MINUTE_MS
+            driver_message = "Driver is up but is not responsive, likely due to GC."
+            events.append((unresponsive, "DRIVER_NOT_RESPONDING", None, None, {"driver_state_message": driver_message}))
+            # The cluster keeps its state and size and its state_message carries the driver's (not verified against
+            # a live workspace; the list has no other field for it).
+            _, state_then, _, workers_then = max((s for s in states if s[0] <= unresponsive), key=lambda s: s[0])
+            states.append((unresponsive, state_then, driver_message, workers_then))
             reason = _reason("DRIVER_UNREACHABLE", "SERVICE_FAULT")
             message = "Attempt to reach the driver of the cluster failed."
             end = end_activity
@@ -343,6 +348,8 @@ class LongLivedCluster:
         states.sort(key=lambda s: s[0])
         self.events.extend(events)
         self.event_ts.extend(e[0] for e in events)
+        for event in events:
+            self.ws.ledger.cluster_event(self.spec.cluster_id, event[0], event[1])
         self.transitions.extend(states)
         self.transition_ts.extend(s[0] for s in states)
         self.sessions.append(session)
@@ -425,7 +432,7 @@ class JobCluster:
         state, message, workers, session = self.state_at(now_ms)
         return _state_json(self.spec, state, message, workers, session, now_ms)
 
-    def events_between(self, start_ms: int, end_ms: int) -> list[tuple]:
+    def events(self) -> list[tuple]:
         run, workers = self.run, self.spec.num_workers
         created = {"user": self.job.creator, "job_run_name": self.spec.cluster_name}
         events = [(self.created_ms, "CREATING", None, None, created)]
@@ -433,7 +440,10 @@ class JobCluster:
             events.append((run.ready_ms, "RUNNING", workers, workers, None))
             events.append((run.ready_ms + 10 * SECOND_MS, "DRIVER_HEALTHY", None, None, None))
         events.append((run.end_ms, "TERMINATING", None, None, {"reason": self.reason}))
-        return [e for e in events if start_ms <= e[0] <= end_ms]
+        return events
+
+    def events_between(self, start_ms: int, end_ms: int) -> list[tuple]:
+        return [e for e in self.events() if start_ms <= e[0] <= end_ms]
 
 
 
@@ -448,6 +458,7 @@ class ClusterSet:
     """
 
     def __init__(self, ws, n_clusters: int):
+        self.ws = ws
         self.clusters = [LongLivedCluster(ws, i, LONG_LIVED_SOURCES[i % len(LONG_LIVED_SOURCES)])
                          for i in range(n_clusters)]
         self._by_id = {c.spec.cluster_id: c for c in self.clusters}
@@ -468,6 +479,8 @@ class ClusterSet:
         """A run that launches a JOB cluster was generated (runs arrive in start order)."""
         self.job_cluster_runs.append(run)
         self._job_clusters[run.cluster_id] = run
+        for at_ms, type_, *_ in JobCluster(run.job, run).events():
+            self.ws.ledger.cluster_event(run.cluster_id, at_ms, type_)
         self._max_run_span_ms = max(self._max_run_span_ms, run.end_ms - run.start_ms)
 
     def extend(self, now_ms: int) -> None:

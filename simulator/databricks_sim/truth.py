@@ -68,6 +68,7 @@ class Ledger:
         self._output_rows = _Entries()        # (at_ms, pipeline_id, flow, rows)
         self._dropped = _Entries()            # (at_ms, pipeline_id, dataset, records)
         self._expectations = _Entries()       # (at_ms, pipeline_id, dataset, expectation, passed, failed)
+        self._cluster_events = _Entries()     # (at_ms, cluster_id, type)
         self._billed: dict[str, dict[str, BilledDay]] = {}    # workspace_id -> YYYY-MM-DD -> day
         # Serving traffic, audit events, predictive optimization: domain -> (at_ms, visible_ms, key, amount).
         self._activity: dict[str, _Entries] = {}
@@ -103,6 +104,10 @@ class Ledger:
     def expectation_records(self, pipeline_id: str, dataset: str, expectation: str, at_ms: int, passed: int,
                             failed: int) -> None:
         self._expectations.add((at_ms, pipeline_id, dataset, expectation, passed, failed))
+
+    def cluster_event(self, cluster_id: str, at_ms: int, type_: str) -> None:
+        """An event the clusters model generated for a cluster (every type it emits)."""
+        self._cluster_events.add((at_ms, cluster_id, type_))
 
     def billed(self, workspace_id: str, day: str, dbus: Decimal, cost: Decimal, visible_ms: int, restated: bool, *,
                sku: str, product: str, job_id: str | None, warehouse_id: str | None, pipeline_id: str | None,
@@ -163,6 +168,13 @@ class Ledger:
         for _, job_id, _, _ in entries:
             _bump(by_job, str(job_id))
         return {"total": len(entries), "by_job": by_job}
+
+    def cluster_events(self, since_ms: float, now_ms: int) -> dict:
+        by_cluster: dict[str, dict[str, int]] = {}
+        entries = self._cluster_events.between(since_ms, now_ms)
+        for _, cluster_id, type_ in entries:
+            _bump(by_cluster.setdefault(cluster_id, {}), type_)
+        return {"total": len(entries), "by_cluster": by_cluster}
 
     def queries(self, since_ms: float, now_ms: int) -> dict:
         by_warehouse: dict[str, dict[str, int]] = {}

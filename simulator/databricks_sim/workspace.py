@@ -171,7 +171,8 @@ class SimulatedWorkspace:
     # -- ground truth for tests
 
     def truth(self, since: float | None = None) -> dict:
-        """What the ledger holds for [since, now]: job runs that ended and pipeline updates and flow progress.
+        """What the ledger holds for [since, now]: job runs that ended, cluster events, and pipeline updates and flow
+        progress.
         The SQL service adds queries and billing (see server.py)."""
         with self.lock:
             now = self.now_advanced()
@@ -180,6 +181,7 @@ class SimulatedWorkspace:
             since_s = self.world_start_ms / 1000 if since is None else float(since)
             since_ms = since_s * 1000
             return {"since": since_s, "now": now / 1000, "job_runs": self.ledger.job_runs(since_ms, now),
+                    "cluster_events": self.ledger.cluster_events(since_ms, now),
                     "job_run_repairs": self.ledger.job_repairs(since_ms, now),
                     "job_run_retries": self.ledger.job_retries(since_ms, now),
                     "forbidden": self.forbidden(), **self.ledger.pipelines(since_ms, now),

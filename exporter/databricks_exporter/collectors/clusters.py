@@ -17,6 +17,14 @@ NOT_TERMINATED = ["PENDING", "RUNNING", "RESTARTING", "RESIZING", "TERMINATING",
 # reads back only to the last successful cycle (less this margin, for a terminated_time set a little before the
 # cluster left the list of live ones), so the memory only needs to outlast the margin, not the exporter's uptime.
 TERMINATION_MEMORY_MS = 2 * 86400 * 1000
+# Fields of the clusters list that move when something happens to a cluster: its state and the message beside it
+# (a driver that stops responding says so there), its size and the executors that run, a (re)start, a driver that
+# lost its state or came back with a new Spark context. A cluster's events are read when one of them moved.
+SIGNAL_FIELDS = ("state", "state_message", "num_workers", "start_time", "last_restarted_time", "last_state_loss_time",
+                 "spark_context_id")
+# The event that follows a RUNNING event with no change in the list (the driver reporting healthy, seconds later):
+# a cluster whose newest event is RUNNING is read again each cycle for this long after it.
+FOLLOW_UP_MS = 5 * 60 * 1000
 EVENTS_PERMISSION = "CAN ATTACH TO on the cluster"
 CHECK_PROBES = 100          # `check` reads the events of at most this many clusters
 TERMINATION_SCAN_MARGIN_MS = 3600 * 1000
@@ -31,9 +39,10 @@ class ClustersCollector(Collector):
     permission = "CAN ATTACH TO or higher on the clusters to watch (workspace admins see all clusters)"
     options = {
         "events": ("bool", True),
-        # A cluster's events are read when its state, size or start time changed since the last cycle, and at
-        # least this often otherwise: API calls follow change, not the number of clusters.
-        "events_max_age": ("duration", 300.0),
+        # A cluster's events are read when the list shows that something happened to it (SIGNAL_FIELDS), and at
+        # least this often otherwise, for the events that move nothing in the list (autoscaling reports): API
+        # calls follow change, not the number of clusters.
+        "events_max_age": ("duration", 3600.0),
     }
 
     def __init__(self, *args, **kwargs):
@@ -140,18 +149,27 @@ class ClustersCollector(Collector):
     def _maybe_count_events(self, cycle: Cycle, cluster_id: str, cluster: dict, event_cursors: dict,
                             since_ms: float, now_ms: float) -> None:
         cursor_state = event_cursors.setdefault(cluster_id, {})
-        fingerprint = "/".join(str(cluster.get(k)) for k in ("state", "num_workers", "last_restarted_time",
-                                                             "start_time", "executors"))
+        fingerprint = "/".join(str(cluster.get(k)) for k in SIGNAL_FIELDS) + f"/{len(cluster.get('executors') or ())}"
         max_age_ms = self.settings.options["events_max_age"] * 1000
-        if cursor_state.get("fingerprint") == fingerprint and now_ms - cursor_state.get("read_at", 0) < max_age_ms:
+        following = cursor_state.get("follow_until", 0) > now_ms
+        if cursor_state.get("fingerprint") == fingerprint and not following \
+                and now_ms - cursor_state.get("read_at", 0) < max_age_ms:
             return
+        newest = None
         # A cluster whose events are forbidden is tried again when it changes or the events grow old, like any.
         with skipped_if_forbidden(cycle, f"events of cluster {cluster_id}", EVENTS_PERMISSION):
-            self._count_events(cycle, cluster_id, Cursor(cursor_state, since_ms))
+            newest = self._count_events(cycle, cluster_id, Cursor(cursor_state, since_ms))
         cursor_state["fingerprint"], cursor_state["read_at"] = fingerprint, now_ms
+        if newest is not None:
+            timestamp, kind = newest
+            cursor_state.pop("follow_until", None)
+            if kind == "RUNNING":
+                cursor_state["follow_until"] = timestamp + FOLLOW_UP_MS
 
-    def _count_events(self, cycle: Cycle, cluster_id: str, cursor: Cursor) -> None:
+    def _count_events(self, cycle: Cycle, cluster_id: str, cursor: Cursor) -> tuple[int, str] | None:
+        """Count the events after the cursor; return the newest one's (timestamp, type), None if none was new."""
         newest = cursor.watermark
+        last = None
         for event in self.rest.cluster_events(cluster_id, int(cursor.watermark)):
             with cycle.item("cluster event"):
                 timestamp, kind = int(event.get("timestamp") or 0), enum_name(event.get("type"))
@@ -160,5 +178,8 @@ class ClustersCollector(Collector):
                     continue
                 cursor.mark(key, timestamp)
                 newest = max(newest, timestamp)
+                if last is None or timestamp >= last[0]:
+                    last = (timestamp, kind)
                 cycle.inc(m.CLUSTER_EVENTS, cluster_id=cluster_id, event_type=kind or "UNKNOWN")
         cursor.advance(newest)
+        return last

@@ -192,7 +192,7 @@ class JobsCollector(Collector):
     def list_jobs(self, cycle: Cycle, force: bool = False) -> dict[str, str]:
         """job_id -> name of every job, from a list at most jobs_list_interval old (or fresh when forced)."""
         if force or self.clock() - self.jobs_listed_at >= self.option("jobs_list_interval"):
-            self._jobs = list(self.rest.jobs())
+            self._jobs = [slim_job(job) for job in self.rest.jobs()]
             self.jobs_listed_at = self.clock()
         names: dict[str, str] = {}
         for job in self._jobs:
@@ -415,3 +415,12 @@ class JobsCycle:
             for label, when in self.last[kind].items():
                 if (label == ONE_TIME or label in self.names) and self.wanted(label):
                     self.cycle.gauge(metric, when, job_id=label)
+
+
+def slim_job(job: dict) -> dict:
+    """What _emit_job reads of a listed job: the list is kept between refreshes, and whole job settings (tasks,
+    clusters, notifications) of 10,000 jobs would be tens of megabytes."""
+    settings = job.get("settings") if isinstance(job, dict) else None
+    if not isinstance(settings, dict):
+        return job
+    return {"job_id": job.get("job_id"), "settings": {k: settings[k] for k in ("name", "schedule") if k in settings}}
