@@ -151,6 +151,9 @@ class BillingModel:
         self._billables: dict[str, Billable] = {}
         self._undrained: list[UsageRow] = []
         self._pipeline_ids = self._pipeline_id_map()
+        # (billable key, usage start) -> [billable, list cost] of job runs and all-purpose clusters, for the truth
+        # of what runs cost (timeline.run_cost_truth).
+        self.hour_cost: dict[tuple[str, int], list] = {}
 
     # -- prices
 
@@ -308,6 +311,7 @@ class BillingModel:
             billable = billables[key]
             records = self._records(billable, hour, quantity)
             rows.extend(records)
+            self._ledger(billable, hour, quantity)
             entry = sums.setdefault((billable.key, hour // DAY_MS, self.price_at(billable.sku, hour)),
                                     [billable, ZERO, 0, False])
             entry[1] += quantity
@@ -322,6 +326,12 @@ class BillingModel:
         self._undrained.append(UsageRow(_uuid(self.ws.seed, billable.key, start, end), billable, start, end, quantity,
                                         "ORIGINAL", visible))
         self._account(billable, start // DAY_MS, quantity, self.price_at(billable.sku, start), visible, False)
+        self._ledger(billable, start, quantity)
+
+    def _ledger(self, billable: Billable, start: int, quantity: Decimal) -> None:
+        if billable.meta.get("job_run_id") or billable.product == "ALL_PURPOSE":
+            entry = self.hour_cost.setdefault((billable.key, start), [billable, ZERO])
+            entry[1] += quantity * self.price_at(billable.sku, start)
 
     def _records(self, billable: Billable, hour: int, quantity: Decimal) -> list[UsageRow]:
         end = hour + HOUR_MS

@@ -262,6 +262,7 @@ class SimulatorServer:
             route("GET", "/api/2.0/sql/history/queries", self._query_history),
             route("GET", "/simulator/sql-statements", self._sql_statements, authenticated=False),
             route("GET", "/simulator/truth", self._truth, authenticated=False),
+            route("GET", "/simulator/truth/warehouse-usage", self._warehouse_usage_truth, authenticated=False),
             route("POST", "/simulator/pause", self._pause, authenticated=False),
             route("POST", "/simulator/resume", self._resume, authenticated=False),
             route("GET", "/simulator/stats", self._stats_view, authenticated=False),
@@ -589,6 +590,14 @@ class SimulatorServer:
             raise invalid_parameter("since must be epoch seconds") from None
         truth = self.workspace.truth(since_s)
         return Response(200, {**truth, **self.sql.truth(int(truth["since"] * 1000))})
+
+    def _warehouse_usage_truth(self, request: Request) -> Response:
+        """Uptime, events and idleness of every warehouse over [start, end) (epoch seconds)."""
+        try:
+            start, end = float(request.text("start")), float(request.text("end"))
+        except (TypeError, ValueError):
+            raise invalid_parameter("start and end must be epoch seconds") from None
+        return Response(200, {"warehouses": self.sql.warehouse_usage_truth(int(start * 1000), int(end * 1000))})
 
     def _statement_execute(self, request: Request) -> Response:
         from .sql import execute_statement_request

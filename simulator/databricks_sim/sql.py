@@ -30,10 +30,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from . import warehouse_events
 from .billing import BillingModel
 from .queries import MAX_QUERY_MS, QueryLog
 from .tables import CATALOG as TABLES_CATALOG
 from .tables import DeltaTables, SqlTableError, answer
+from .timeline import COLUMNS as JOB_RUN_TIMELINE_COLUMNS
+from .timeline import RunTimeline, run_cost_truth
 from .workspace import DAY_MS, HOUR_MS, MINUTE_MS, ApiError, _digest, _node, _ts, does_not_exist, \
     invalid_parameter
 
@@ -96,6 +99,7 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("read_io_cache_percent", "INT"), ("from_result_cache", "BOOLEAN"), ("spilled_local_bytes", "BIGINT"),
         ("written_bytes", "BIGINT"), ("shuffle_read_bytes", "BIGINT"),
     ],
+    "lakeflow.job_run_timeline": JOB_RUN_TIMELINE_COLUMNS,
 }
 DECIMAL_PRODUCT = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
 
@@ -119,18 +123,19 @@ class SystemTables:
 
     def __init__(self, ws, billing: BillingModel, queries: QueryLog, delta: DeltaTables,
                  node_lag_ms: int = 3 * MINUTE_MS, node_retention_ms: int = HOUR_MS,
-                 history_lag_ms: int = 10 * MINUTE_MS):
+                 history_lag_ms: int = 10 * MINUTE_MS, timeline: RunTimeline | None = None):
         import duckdb
         import sqlglot  # noqa: F401  (fail here, at first use, when the simulator's SQL extras are missing)
 
         self.ws, self.billing, self.queries, self.delta = ws, billing, queries, delta
         self.node_lag_ms, self.node_retention_ms, self.history_lag_ms = node_lag_ms, node_retention_ms, \
             history_lag_ms
+        self.timeline = timeline or RunTimeline(ws)
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute(f"ATTACH ':memory:' AS {SIM_CATALOG}")
         self._duck_types = {}
-        for schema in ("raw", "billing", "compute", "query"):
+        for schema in ["raw"] + sorted({name.split(".")[0] for name in TABLES}):
             self.con.execute(f"CREATE SCHEMA {SIM_CATALOG}.{schema}")
         from sqlglot import exp
         self.sqlglot_schema: dict = {"system": {}}
@@ -178,6 +183,7 @@ class SystemTables:
             nodes = self._node_rows(now_ms)
             events = self._warehouse_event_rows(now_ms)
             history = self._history_rows(now_ms)
+            run_slices = self.timeline.rows(now_ms)
             self.delta.advance(now_ms)
             table_rows = self.delta.drain_rows()
         if not self._prices_loaded:
@@ -186,6 +192,7 @@ class SystemTables:
         self._insert("compute_node_timeline", nodes)
         self._insert("compute_warehouse_events", events)
         self._insert("query_history", history)
+        self._insert("lakeflow_job_run_timeline", run_slices)
         for name, rows in table_rows.items():
             self._insert_table_rows(name, rows)
         if nodes:
@@ -360,20 +367,10 @@ class SystemTables:
         for w in self.ws.warehouses:
             done = self._events_done.get(w.id, 0)
             hi = bisect.bisect_right(w.transition_ts, now_ms)
-            previous = w.transitions[done - 1] if done else None
-            for t in w.transitions[done:hi]:
-                ts, state, clusters = t[0], t[1], t[2]
-                if previous is not None and previous[1] == state:
-                    if state != "RUNNING" or previous[2] == clusters:
-                        previous = t
-                        continue
-                    event = "SCALED_UP" if clusters > previous[2] else "SCALED_DOWN"
-                else:
-                    event = state
+            for ts, event_type, clusters in warehouse_events.events(w, done, hi):
                 rows.append({"account_id": self.ws.account_id, "workspace_id": str(self.ws.workspace_id),
-                             "warehouse_id": w.id, "event_type": event, "cluster_count": clusters,
-                             "event_time": ts, "_visible_at": ts + MINUTE_MS})
-                previous = t
+                             "warehouse_id": w.id, "event_type": event_type, "cluster_count": clusters,
+                             "event_time": ts, "_visible_at": ts + warehouse_events.VISIBLE_AFTER_MS})
             self._events_done[w.id] = hi
         return rows
 
@@ -611,13 +608,14 @@ class SqlService:
     LONG_POLL_S = 1.0
 
     def __init__(self, ws, billing_lag_seconds: float = 7200, billing_history_days: int = 40,
-                 chunk_rows: int = 10_000, node_lag_seconds: float = 180):
+                 chunk_rows: int = 10_000, node_lag_seconds: float = 180, timeline_lag_seconds: float = 600):
         self.ws = ws
         self.queries = QueryLog(ws)
         self.billing = BillingModel(ws, lag_ms=int(billing_lag_seconds * 1000), history_days=billing_history_days)
         self.chunk_rows = chunk_rows
         self.delta = DeltaTables(ws)
         self.node_lag_ms = int(node_lag_seconds * 1000)
+        self.timeline = RunTimeline(ws, lag_ms=int(timeline_lag_seconds * 1000))
         self._tables: SystemTables | None = None
         self._engine_lock = threading.Lock()
         self._lock = threading.Lock()
@@ -627,7 +625,8 @@ class SqlService:
     @property
     def tables(self) -> SystemTables:
         if self._tables is None:
-            self._tables = SystemTables(self.ws, self.billing, self.queries, self.delta, node_lag_ms=self.node_lag_ms)
+            self._tables = SystemTables(self.ws, self.billing, self.queries, self.delta, node_lag_ms=self.node_lag_ms,
+                                        timeline=self.timeline)
         return self._tables
 
     def stop_table_writes(self, full_name: str) -> None:
@@ -762,7 +761,13 @@ class SqlService:
             now = self.ws._now_advanced()
             self.queries.extend(now)
             self.billing.advance(now)
-            return {"billing": self.billing.truth(now), "queries": self.queries.truth(since_ms, now)}
+            return {"billing": self.billing.truth(now), "queries": self.queries.truth(since_ms, now),
+                    "job_run_cost": run_cost_truth(self.ws, self.billing)}
+
+    def warehouse_usage_truth(self, start_ms: int, end_ms: int) -> dict:
+        with self.ws._lock:
+            self.queries.extend(self.ws._now_advanced())
+            return warehouse_events.usage_truth(self.ws, self.queries, self.billing, start_ms, end_ms)
 
     def list_history(self, **kwargs) -> dict:
         with self.ws._lock:

@@ -1,7 +1,9 @@
 """The collectors, registered by name; importing this package registers them all."""
 
 # Importing a collector module registers it.
-from . import billing, clusters, custom, jobs, pipelines, queries, tables, utilization, warehouses  # noqa: F401
+from . import (  # noqa: F401
+    billing, clusters, custom, job_costs, jobs, pipelines, queries, tables, utilization, warehouse_usage, warehouses,
+)
 from .base import COLLECTORS, Collector
 
 __all__ = ["COLLECTORS", "Collector"]

@@ -1,0 +1,120 @@
+"""system.lakeflow.job_run_timeline of the simulated workspace, made from the runs the jobs model produced: one row
+per run and clock hour it spans (a long run is several rows; result_state and termination_code only on the slice
+where the run ends), each visible a few minutes after its slice ends; and the truth of what runs cost, from the
+billing model's own ledger of each run's usage.
+
+The table spells results its own way (SUCCEEDED, CANCELLED, TIMED_OUT, ERROR), not as the REST API does."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from .workspace import HOUR_MS, MINUTE_MS
+
+COLUMNS = [
+    ("account_id", "STRING"), ("workspace_id", "STRING"), ("job_id", "STRING"), ("run_id", "STRING"),
+    ("period_start_time", "TIMESTAMP"), ("period_end_time", "TIMESTAMP"), ("trigger_type", "STRING"),
+    ("run_type", "STRING"), ("run_name", "STRING"), ("compute_ids", "ARRAY<STRING>"), ("result_state", "STRING"),
+    ("termination_code", "STRING"), ("job_parameters", "MAP<STRING, STRING>"),
+]
+# The REST API's result (or life cycle state, for runs without one) -> the table's result_state.
+TABLE_RESULT = {"SUCCESS": "SUCCEEDED", "SUCCESS_WITH_FAILURES": "SUCCEEDED", "FAILED": "FAILED",
+                "TIMEDOUT": "TIMED_OUT", "CANCELED": "CANCELLED", "INTERNAL_ERROR": "ERROR", "SKIPPED": "SKIPPED"}
+TRIGGER = {0: "PERIODIC", 1: "ONE_TIME", 2: "RETRY"}
+ALL_PURPOSE_BUCKET = "all_purpose"
+DEFAULT_LAG_MS = 10 * MINUTE_MS
+
+
+def ends(run) -> list[tuple[int, str]]:
+    """(end_ms, REST result label) of every time the run ended, oldest first: its first end, then one per repair
+    once the jobs model records repairs (`repairs`: objects with end_ms and label, the run's own fields holding the
+    first end). The one place that knows how the jobs model spells repairs."""
+    return [(run.end_ms, run.label)] + [(r.end_ms, r.label) for r in getattr(run, "repairs", None) or ()]
+
+
+def compute_ids(run) -> list[str]:
+    if run.life_cycle == "SKIPPED":
+        return []       # a skipped run used no compute
+    cluster = run.cluster_id or run.job.existing_cluster_id
+    return [cluster] if cluster else []
+
+
+class RunTimeline:
+    """Rows of job_run_timeline for slices that ended, generated once each as simulated time passes."""
+
+    def __init__(self, ws, lag_ms: int = DEFAULT_LAG_MS):
+        self.ws = ws
+        self.lag_ms = int(lag_ms)
+        self._next = 0                   # index into ws._runs of the first run not yet taken up
+        self._open: dict[int, int] = {}  # run_id -> start of its next slice, for runs with slices still to come
+
+    def rows(self, now_ms: int) -> list[dict]:
+        """Rows of every slice that ended by now_ms and was not returned before. Caller holds the workspace lock."""
+        runs = self.ws._runs
+        while self._next < len(runs) and runs[self._next].start_ms <= now_ms:
+            self._open[runs[self._next].run_id] = runs[self._next].start_ms
+            self._next += 1
+        out = []
+        for run_id in list(self._open):
+            run = self.ws._runs_by_id[run_id]
+            at = self._open[run_id]
+            final = ends(run)[-1][0]
+            while True:
+                stop = min(final, at // HOUR_MS * HOUR_MS + HOUR_MS)
+                if stop > now_ms:
+                    break
+                out.append(self._row(run, at, stop))
+                at = stop
+                if at >= final:
+                    break
+            if at >= final and final <= now_ms:
+                del self._open[run_id]
+            else:
+                self._open[run_id] = at
+        return out
+
+    def _row(self, run, start: int, end: int) -> dict:
+        result = code = None
+        for end_ms, label in ends(run):
+            if start < end_ms <= end or start == end == end_ms:
+                result = TABLE_RESULT.get(label, label)
+                code = "SKIPPED" if run.life_cycle == "SKIPPED" else run.job.plan(run).code
+        job = run.job
+        return {"account_id": self.ws.account_id, "workspace_id": str(self.ws.workspace_id),
+                "job_id": str(job.job_id), "run_id": str(run.run_id), "period_start_time": start,
+                "period_end_time": end, "trigger_type": TRIGGER.get(run.kind, "ONE_TIME"),
+                "run_type": getattr(run, "run_type", "JOB_RUN"), "run_name": job.name,
+                "compute_ids": compute_ids(run), "result_state": result, "termination_code": code,
+                "job_parameters_k": [], "job_parameters_v": [], "_visible_at": end + self.lag_ms}
+
+
+def run_cost_truth(ws, billing) -> dict:
+    """What job runs cost per UTC day, from the billing ledger (billing.hour_cost): by job and the run's latest
+    result (REST spelling; RUNNING while it has not ended), the part billed after the run's first end (repairs)
+    apart, per run, and the all-purpose bucket: the cost of all-purpose cluster hours during which a job run used
+    the cluster (such usage names no job or run)."""
+    now = ws._generated_until_ms
+    days: dict[str, dict] = {}
+    used = set()
+    for run in ws._runs:
+        if run.job.compute == "existing" and run.life_cycle != "SKIPPED":
+            for hour in range(run.start_ms // HOUR_MS * HOUR_MS, ends(run)[-1][0], HOUR_MS):
+                used.add((compute_ids(run)[0], hour))
+    for (key, hour), (billable, cost) in billing.hour_cost.items():
+        day = dt.datetime.fromtimestamp(hour / 1000, dt.timezone.utc).date().isoformat()
+        entry = days.setdefault(day, {"by_job": {}, "repairs": {}, "per_run": {}, "all_purpose": 0.0})
+        run_id = billable.meta.get("job_run_id")
+        if run_id is None:
+            if (billable.meta.get("cluster_id"), hour) in used:
+                entry["all_purpose"] += float(cost)
+            continue
+        run = ws._runs_by_id[int(run_id)]
+        finished = [label for end_ms, label in ends(run) if end_ms <= now]
+        job_id = str(run.job.job_id)
+        by_result = entry["by_job"].setdefault(job_id, {})
+        result = finished[-1] if finished else "RUNNING"
+        by_result[result] = by_result.get(result, 0.0) + float(cost)
+        if hour >= ends(run)[0][0]:
+            entry["repairs"][job_id] = entry["repairs"].get(job_id, 0.0) + float(cost)
+        entry["per_run"][run_id] = entry["per_run"].get(run_id, 0.0) + float(cost)
+    return days
