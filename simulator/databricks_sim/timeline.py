@@ -89,32 +89,35 @@ class RunTimeline:
 
 
 def run_cost_truth(ws, billing) -> dict:
-    """What job runs cost per UTC day, from the billing ledger (billing.hour_cost): by job and the run's latest
-    result (REST spelling; RUNNING while it has not ended), the part billed after the run's first end (repairs)
-    apart, per run, and the all-purpose bucket: the cost of all-purpose cluster hours during which a job run used
-    the cluster (such usage names no job or run)."""
+    """What job runs cost, from the billing ledger (billing.hour_cost): per UTC day by job and the run's latest result
+    (REST spelling; RUNNING while it has not ended), the part billed after the run's first end (repairs) apart, and
+    the all-purpose bucket: the cost of all-purpose cluster hours during which a job run used the cluster (such
+    usage names no job or run); and per run its job, result, last end (epoch seconds, None while running) and cost."""
     now = ws._generated_until_ms
     days: dict[str, dict] = {}
+    runs: dict[str, dict] = {}
     used = set()
     for run in ws._runs:
         if run.job.compute == "existing" and run.life_cycle != "SKIPPED":
             for hour in range(run.start_ms // HOUR_MS * HOUR_MS, ends(run)[-1][0], HOUR_MS):
                 used.add((compute_ids(run)[0], hour))
-    for (key, hour), (billable, cost) in billing.hour_cost.items():
+    for (_, hour), (billable, cost) in billing.hour_cost.items():
         day = dt.datetime.fromtimestamp(hour / 1000, dt.timezone.utc).date().isoformat()
-        entry = days.setdefault(day, {"by_job": {}, "repairs": {}, "per_run": {}, "all_purpose": 0.0})
+        entry = days.setdefault(day, {"by_job": {}, "repairs": {}, "all_purpose": 0.0})
         run_id = billable.meta.get("job_run_id")
         if run_id is None:
             if (billable.meta.get("cluster_id"), hour) in used:
                 entry["all_purpose"] += float(cost)
             continue
         run = ws._runs_by_id[int(run_id)]
-        finished = [label for end_ms, label in ends(run) if end_ms <= now]
+        finished = [(end_ms, label) for end_ms, label in ends(run) if end_ms <= now]
         job_id = str(run.job.job_id)
+        result = finished[-1][1] if finished else "RUNNING"
         by_result = entry["by_job"].setdefault(job_id, {})
-        result = finished[-1] if finished else "RUNNING"
         by_result[result] = by_result.get(result, 0.0) + float(cost)
         if hour >= ends(run)[0][0]:
             entry["repairs"][job_id] = entry["repairs"].get(job_id, 0.0) + float(cost)
-        entry["per_run"][run_id] = entry["per_run"].get(run_id, 0.0) + float(cost)
-    return days
+        record = runs.setdefault(run_id, {"job_id": job_id, "result": result,
+                                          "ended": finished[-1][0] / 1000 if finished else None, "cost": 0.0})
+        record["cost"] += float(cost)
+    return {"days": days, "runs": runs}
