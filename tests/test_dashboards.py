@@ -1,10 +1,9 @@
-"""The Grafana dashboards as one tested unit with the rules: generated from grafana/dashboards_src without drift,
+"""The Grafana dashboards as one tested unit with the rules: generated from monitoring/dashboards without drift,
 built to the project's conventions, naming only metrics that exist, and showing data against the simulated
 workspace through the real Prometheus running the project's recording and alert rules."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
@@ -17,8 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ExporterProcess, Prometheus, fast_config, http_get, require_binary, wait_for
-from test_rules import DASHBOARD_UIDS, HISTOGRAM_SUFFIXES, RECORDS, RULE_FILES, promql_selectors
+from promql_lint import (PENDING_METRICS, base_name, counter_function_problems, metric_names, pending_problems,
+                         selector_problems)
+from test_rules import DASHBOARD_UIDS, RECORDS, RULE_FILES, expressions_of_rules
 
+import monitoring
 from databricks_exporter import metrics as m
 from databricks_exporter.cli import DEMO_COLLECTORS
 from databricks_exporter.collectors import COLLECTORS
@@ -27,13 +29,6 @@ ROOT = Path(__file__).resolve().parent.parent
 GRAFANA = ROOT / "grafana"
 DASHBOARD_DIR = GRAFANA / "dashboards"
 PROVISIONING = GRAFANA / "provisioning"
-
-# Metrics the dashboards show that the system-tables (issue 3) and pipelines (issue 4) collectors will define, with
-# the type and labels their issues specify. When one lands in metrics.REGISTRY, delete it here: a test says so,
-# and from then on its panels must show data in the data test below.
-PENDING_METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {}
-# Series Prometheus makes itself: scrape health and the alerts of the loaded rules.
-BUILTIN_METRICS = {"up", "scrape_duration_seconds", "scrape_samples_scraped", "ALERTS"}
 
 # Panel queries that may rightly return nothing on the simulated workspace's quiet baseline, as
 # (dashboard uid, panel title, refId) -> why. They still run, and must not fail.
@@ -73,13 +68,6 @@ KNOWN_UNITS = {"short", "none", "percentunit", "s", "dtdurations", "dateTimeAsIs
 PANELS_WITHOUT_UNITS = {"row", "text", "alertlist", "dashlist", "news"}
 ID_LABELS = ("workspace_id", "job_id", "cluster_id", "warehouse_id", "pipeline_id")
 FALLBACK_ZERO = re.compile(r"\s+or\s+vector\(0\)\s*$")
-
-
-def load_generator():
-    spec = importlib.util.spec_from_file_location("grafana_generate", GRAFANA / "generate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def committed() -> dict[str, dict]:
@@ -125,17 +113,6 @@ VARIABLE_QUERIES = [(uid, variable) for uid, model in DASHBOARDS.items()
                     for variable in variables_of(model).values() if variable["type"] == "query"]
 
 
-def metric_names(expr: str) -> set[str]:
-    return {name for name, _ in promql_selectors(expr)}
-
-
-def base_name(name: str) -> str:
-    for suffix in HISTOGRAM_SUFFIXES:
-        if name.endswith(suffix) and name[: -len(suffix)] in set(m.REGISTRY) | set(PENDING_METRICS):
-            return name[: -len(suffix)]
-    return name
-
-
 RULE_EXPRESSIONS = {}
 for _rule in RECORDS:
     RULE_EXPRESSIONS.setdefault(_rule["record"], []).append(_rule["expr"])
@@ -167,20 +144,21 @@ def not_yet_served(expr: str) -> str | None:
 
 # --- (1) generated, committed, no drift --------------------------------------------------------------------------
 
-def test_committed_dashboards_are_what_the_sources_generate(tmp_path):
-    load_generator().write(tmp_path)
-    generated = {path.name: path.read_text() for path in tmp_path.glob("*.json")}
-    on_disk = {path.name: path.read_text() for path in DASHBOARD_DIR.glob("*.json")}
-    assert sorted(generated) == sorted(on_disk), "run: python grafana/generate.py"
-    drifted = [name for name in generated if generated[name] != on_disk[name]]
-    assert drifted == [], f"{drifted} differ from grafana/dashboards_src; run: python grafana/generate.py"
+def test_committed_dashboards_are_what_the_sources_generate():
+    drifted = [str(path) for path in monitoring.drifted(ROOT) if path.parts[0] == "grafana"]
+    assert drifted == [], "edit monitoring/dashboards (not the JSON) and run: python -m monitoring"
 
 
 def test_generation_is_deterministic():
-    generator = load_generator()
-    first = {uid: generator.serialize(model) for uid, model in generator.dashboards().items()}
-    second = {uid: generator.serialize(model) for uid, model in generator.dashboards().items()}
-    assert first == second
+    assert monitoring.generated() == monitoring.generated()
+
+
+def test_the_drift_check_sees_a_changed_and_an_orphaned_file(tmp_path):
+    monitoring.write(tmp_path)
+    (tmp_path / "prometheus" / "rules" / "alerts.yml").write_text("groups: []\n")
+    (tmp_path / "grafana" / "dashboards" / "databricks-old.json").write_text("{}\n")
+    assert monitoring.drifted(tmp_path) == [Path("prometheus/rules/alerts.yml"),
+                                            Path("grafana/dashboards/databricks-old.json")]
 
 
 # --- (2) conventions -------------------------------------------------------------------------------------------
@@ -266,44 +244,16 @@ def expressions_of_dashboards() -> list[str]:
     return [target.expr for target in TARGETS] + [variable["query"] for _, variable in VARIABLE_QUERIES]
 
 
-def definition(name: str) -> tuple[str, tuple[str, ...]] | None:
-    base = base_name(name)
-    metric = m.REGISTRY.get(base)
-    found = (metric.type, metric.labels) if metric else PENDING_METRICS.get(base, (None, None, None))[1:]
-    if found[0] is None or (base != name and found[0] != m.HISTOGRAM):
-        return None
-    return found[0], found[1] + (("le",) if name.endswith("_bucket") else ())
-
-
 def test_every_metric_in_the_dashboards_exists_with_the_labels_matched():
-    recorded = set(RULE_EXPRESSIONS)
-    problems = []
-    for expr in expressions_of_dashboards():
-        for name, labels in promql_selectors(expr):
-            if ":" in name:
-                if name not in recorded:
-                    problems.append(f"{name}: no recording rule defines it")
-            elif name in BUILTIN_METRICS:
-                continue
-            elif (known := definition(name)) is None:
-                problems.append(f"{name}: not in metrics.REGISTRY, the recording rules nor PENDING_METRICS")
-            elif labels - set(known[1]) - {"instance", "job"}:
-                problems.append(f"{name}: matches labels it does not have: {sorted(labels - set(known[1]))}")
-    assert problems == []
+    assert selector_problems(expressions_of_dashboards(), set(RULE_EXPRESSIONS)) == []
 
 
 def test_counter_functions_only_apply_to_counters():
-    for expr in expressions_of_dashboards():
-        for name in re.findall(r"\b(?:rate|irate|increase|resets)\s*\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)", expr):
-            known = definition(name)
-            assert known and (known[0] == m.COUNTER or name.endswith(HISTOGRAM_SUFFIXES)), name
+    assert counter_function_problems(expressions_of_dashboards()) == []
 
 
 def test_pending_metrics_are_still_pending_and_used():
-    landed = sorted(set(PENDING_METRICS) & set(m.REGISTRY))
-    assert landed == [], f"defined in metrics.py now: remove {landed} from PENDING_METRICS"
-    used = {base_name(name) for expr in expressions_of_dashboards() for name in metric_names(expr)}
-    assert set(PENDING_METRICS) - used == set(), "no panel uses these"
+    assert pending_problems(expressions_of_dashboards() + expressions_of_rules()) == []
 
 
 def test_allowed_empty_queries_exist():

@@ -1,4 +1,5 @@
-"""The operations package as one tested unit: Prometheus rules and config, promtool cases, Alertmanager, runbook."""
+"""The operations package as one tested unit: Prometheus rules generated from monitoring/ and config, promtool cases,
+Alertmanager, runbook."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import require_binary
+from promql_lint import counter_function_problems, selector_problems, selectors
 
-from databricks_exporter import metrics as m
+import monitoring
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = ROOT / "prometheus"
@@ -24,13 +26,6 @@ RUNBOOK_URL = "https://github.com/databricks-exporter/databricks-exporter/blob/m
 DASHBOARD_UIDS = {"databricks-overview", "databricks-compute", "databricks-jobs", "databricks-sql",
                   "databricks-pipelines", "databricks-cost", "databricks-exporter"}
 SEVERITIES = {"critical", "warning", "info"}
-
-# Metrics the rules use before a collector defines them, with the type and labels their issue specifies. When one
-# lands in metrics.REGISTRY, delete it here: the test below says so, and from then on the rules are checked against
-# the real definition. Empty now: every metric the rules use exists.
-PENDING_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {}
-# Series Prometheus makes itself.
-BUILTIN_METRICS = {"up": ("job", "instance")}
 
 
 def load(path: Path) -> dict:
@@ -45,6 +40,11 @@ ALERTS = rules_of(RULE_FILES[1])
 RECORDS = rules_of(RULE_FILES[0])
 ALERT_NAMES = sorted({rule["alert"] for rule in ALERTS})
 RECORDED_NAMES = {rule["record"] for rule in RECORDS}
+
+
+def test_committed_rule_files_are_what_monitoring_generates():
+    drifted = [str(path) for path in monitoring.drifted(ROOT) if path.parts[0] == "prometheus"]
+    assert drifted == [], "edit monitoring/ (not the YAML) and run: python -m monitoring"
 
 
 def run(*command: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -125,6 +125,19 @@ def test_alert_is_labelled_and_annotated(rule):
     assert re.fullmatch(r"/d/([a-z-]+)", annotations["dashboard_url"]).group(1) in DASHBOARD_UIDS
 
 
+def test_texts_that_name_the_for_duration_name_the_rules_own():
+    """Descriptions say "for 15 minutes"; `for:` comes from monitoring/config.py, and a changed value must not leave
+    the text behind."""
+    units = {"minutes": "m", "hours": "h"}
+    checked = 0
+    for rule in ALERTS:
+        text = " ".join(rule["annotations"][key] for key in ("summary", "description"))
+        for number, unit in re.findall(r"\bfor (?:at least )?(\d+)\s+(minutes|hours)\b", text):
+            assert f"{number}{units[unit]}" == rule.get("for"), rule["alert"]
+            checked += 1
+    assert checked >= 10
+
+
 def test_alert_pairs_share_a_name_only_across_severities():
     """Two rules may share a name only as its warning and critical steps, which Alertmanager inhibits."""
     for name in ALERT_NAMES:
@@ -186,6 +199,16 @@ def thresholds_section() -> str:
     return RUNBOOK.read_text().split("## Thresholds", 1)[1].split("\n## ", 1)[0]
 
 
+def test_threshold_defaults_in_the_runbook_match_the_rules():
+    recorded = {rule["labels"]["threshold"]: float(re.fullmatch(r"vector\(([\d.]+)\)", rule["expr"]).group(1))
+                for rule in RECORDS if rule["record"] == "databricks:alert_threshold" and len(rule["labels"]) == 1}
+    documented = {}
+    for line in thresholds_section().splitlines():
+        if (match := re.match(r"\| `([a-z0-9_]+)` \| ([\d.]+)[ |]", line)):
+            documented[match.group(1)] = float(match.group(2))
+    assert documented == recorded
+
+
 def test_for_durations_in_the_runbook_match_the_rules():
     rows = [line for line in thresholds_section().splitlines() if line.startswith("| Databricks")]
     for rule in ALERTS:
@@ -194,29 +217,7 @@ def test_for_durations_in_the_runbook_match_the_rules():
             assert row.split("|")[2].split()[0] == rule["for"], rule["alert"]
 
 
-# --- every metric the rules name exists -----------------------------------------------------------------------
-
-PROMQL_WORDS = {
-    "sum", "min", "max", "avg", "count", "topk", "bottomk", "quantile", "stddev", "stdvar", "group",
-    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "offset", "bool",
-    "inf", "nan",
-}
-HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
-
-
-def promql_selectors(expr: str) -> list[tuple[str, set[str]]]:
-    """(metric name, label names matched) of every selector in a PromQL expression."""
-    expr = re.sub(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'', '""', expr)      # strings
-    expr = re.sub(r"\[[^\]]*\]", "", expr)                                    # ranges and subqueries
-    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", r"\1", expr)
-    selectors = []
-    for match in re.finditer(r"(?<![\w:.])([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\{[^}]*\})?(\s*\()?", expr):
-        name, matchers, call = match.groups()
-        if call or name in PROMQL_WORDS:
-            continue
-        selectors.append((name, set(re.findall(r"([a-zA-Z_]\w*)\s*[!=]~?", matchers or ""))))
-    return selectors
-
+# --- every metric the rules name exists (tests/promql_lint.py) -------------------------------------------------
 
 def expressions_of_rules() -> list[str]:
     expressions = [rule["expr"] for rule in RECORDS + ALERTS]
@@ -227,56 +228,30 @@ def expressions_of_rules() -> list[str]:
     return expressions
 
 
-def known_metric(name: str) -> tuple[str, tuple[str, ...]] | None:
-    for base in [name] + [name[: -len(s)] for s in HISTOGRAM_SUFFIXES if name.endswith(s)]:
-        metric = m.REGISTRY.get(base)
-        definition = (metric.type, metric.labels) if metric else PENDING_METRICS.get(base)
-        if definition and (base == name or definition[0] == m.HISTOGRAM):
-            labels = definition[1] + (("le",) if name.endswith("_bucket") else ())
-            return definition[0], labels
-    return None
-
-
 def test_every_metric_in_the_rules_exists_with_the_labels_matched():
-    problems = []
-    for expr in expressions_of_rules():
-        for name, labels in promql_selectors(expr):
-            if ":" in name:
-                if name not in RECORDED_NAMES:
-                    problems.append(f"{name}: no recording rule defines it")
-                continue
-            if name in BUILTIN_METRICS:
-                known = ("gauge", BUILTIN_METRICS[name])
-            else:
-                known = known_metric(name)
-            if known is None:
-                problems.append(f"{name}: not in metrics.REGISTRY nor in PENDING_METRICS")
-            elif labels - set(known[1]) - {"instance", "job"}:
-                problems.append(f"{name}: matches labels it does not have: {sorted(labels - set(known[1]))}")
-    assert problems == []
+    assert selector_problems(expressions_of_rules(), RECORDED_NAMES) == []
 
 
 def test_counter_functions_only_apply_to_counters():
-    """rate() and increase() on a gauge are a classic wrong alert; only counters and histogram series qualify."""
-    for expr in expressions_of_rules():
-        for name in re.findall(r"\b(?:rate|irate|increase|resets)\s*\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)", expr):
-            known = known_metric(name)
-            assert known and (known[0] == m.COUNTER or name.endswith(HISTOGRAM_SUFFIXES)), name
-
-
-def test_pending_metrics_are_still_pending_and_used():
-    landed = sorted(set(PENDING_METRICS) & set(m.REGISTRY))
-    assert landed == [], f"defined in metrics.py now: remove {landed} from PENDING_METRICS"
-    used = {known for expr in expressions_of_rules() for name, _ in promql_selectors(expr)
-            for known in [name] + [name[: -len(s)] for s in HISTOGRAM_SUFFIXES if name.endswith(s)]}
-    assert set(PENDING_METRICS) - used == set(), "no rule uses these"
+    assert counter_function_problems(expressions_of_rules()) == []
 
 
 def test_selector_parser_finds_metrics_and_labels():
-    selectors = promql_selectors(
+    found = selectors(
         'sum by (workspace_id) (increase(foo_total{a="x", b=~"y|z"}[1h] offset 1h)) '
         '> on() group_left() bar:baz:ratio * ignoring(c) qux and histogram_quantile(0.5, h_bucket)')
-    assert selectors == [("foo_total", {"a", "b"}), ("bar:baz:ratio", set()), ("qux", set()), ("h_bucket", set())]
+    assert found == [("foo_total", {"a", "b"}), ("bar:baz:ratio", set()), ("qux", set()), ("h_bucket", set())]
+
+
+def test_the_lint_reports_what_is_wrong():
+    assert selector_problems(['databricks_job_info{nope="1"}', "databricks_no_such_metric", "a:b:c",
+                              'up{job="x", instance="y"}'], recorded=set()) == [
+        "databricks_job_info: matches labels it does not have: ['nope']",
+        "databricks_no_such_metric: not in metrics.REGISTRY, BUILTIN_METRICS nor PENDING_METRICS",
+        "a:b:c: no recording rule defines it"]
+    assert counter_function_problems(["rate(databricks_job_info[5m])", "rate(databricks_job_runs_total[5m])",
+                                      "increase(databricks_job_run_duration_seconds_bucket[1h])"]) == [
+        "databricks_job_info: a counter function on a series that is not a counter"]
 
 
 def test_recording_rules_are_named_level_metric_operations():
@@ -293,6 +268,18 @@ def test_prometheus_scrapes_the_exporter_and_alerts_alertmanager():
     (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "databricks"]
     assert job["static_configs"][0]["targets"] == ["exporter:9977"]
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
+
+
+def test_the_exporter_alerts_select_the_job_prometheus_scrapes():
+    (job,) = load(PROMETHEUS / "prometheus.yml")["scrape_configs"]
+    down = [rule["expr"] for rule in ALERTS if rule["alert"] in ("DatabricksExporterDown", "DatabricksExporterAbsent")]
+    assert down == [f'up{{job="{job["job_name"]}"}} == 0', f'absent(up{{job="{job["job_name"]}"}})']
+
+
+def test_alertmanager_names_only_alerts_that_exist():
+    """An inhibition or route naming a renamed alert silently stops working."""
+    named = set(re.findall(r'alertname\s*=~?\s*"?([A-Za-z]+)', ALERTMANAGER_CONFIG.read_text()))
+    assert named and named - set(ALERT_NAMES) == set()
 
 
 def test_alertmanager_keeps_secrets_in_files_with_committed_examples():

@@ -3,13 +3,11 @@ Databricks APIs, and how its push sinks fare."""
 
 from __future__ import annotations
 
+from ..config import JOB_SELECTOR
 from .common import (BAD_IF_ANY, MS, RATE, WORKSPACE_NAME, WS, new_dashboard, query, row, stat_panel, table_panel,
                      timeseries_panel)
 
 UID = "databricks-exporter"
-
-# The scrape job prometheus/prometheus.yml names; DatabricksExporterDown looks for the same.
-SCRAPE = 'job="databricks"'
 
 
 def build():
@@ -17,7 +15,7 @@ def build():
                               "data age per workspace, Databricks API requests by endpoint and status, SQL "
                               "statements, and the push sinks.", [], [
         row("Exporter"),
-        stat_panel("Scrape", "none", query(f"min(up{{{SCRAPE}}})"), w=3,
+        stat_panel("Scrape", "none", query(f"min(up{{{JOB_SELECTOR}}})"), w=3,
                    thresholds=[(None, "red"), (1, "green")], mappings={"0": ("DOWN", "red"), "1": ("UP", "green")},
                    description="Whether Prometheus can scrape every exporter target (job databricks)."),
         stat_panel("Version", "none", query("count by (version) (databricks_exporter_build_info)", "{{version}}"),
@@ -41,9 +39,9 @@ def build():
                    thresholds=[(None, "green"), (1, "orange")],
                    description="Series the per-collector ceiling folded into \"_other\" in the last cycles; raise "
                                "the ceiling or narrow the collector's include filters."),
-        stat_panel("Scrape duration", "s", query(f"max(scrape_duration_seconds{{{SCRAPE}}})"), w=3,
+        stat_panel("Scrape duration", "s", query(f"max(scrape_duration_seconds{{{JOB_SELECTOR}}})"), w=3,
                    description="/metrics is rendered from the store and never calls Databricks, so it stays fast."),
-        stat_panel("Series scraped", "short", query(f"sum(scrape_samples_scraped{{{SCRAPE}}})"), w=3),
+        stat_panel("Series scraped", "short", query(f"sum(scrape_samples_scraped{{{JOB_SELECTOR}}})"), w=3),
         timeseries_panel("Collector up", "none",
                          query(f"databricks_exporter_collector_up{{{WS}}} {WORKSPACE_NAME}",
                                "{{workspace_name}} {{collector}}"), min_value=0, max_value=1, decimals=0),

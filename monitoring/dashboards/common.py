@@ -18,16 +18,8 @@ from grafana_foundation_sdk.models.dashboard import (DashboardCursorSync, Dashbo
                                                      VariableRefresh, VariableSort)
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-# Every dashboard, in the order of the links bar. Alert annotations link to /d/<uid>, so a uid never changes.
-DASHBOARDS = {
-    "databricks-overview": "Overview",
-    "databricks-compute": "Compute",
-    "databricks-jobs": "Jobs",
-    "databricks-sql": "SQL warehouses",
-    "databricks-pipelines": "Pipelines and data quality",
-    "databricks-cost": "Cost and budgets",
-    "databricks-exporter": "Exporter health",
-}
+from ..config import DASHBOARDS, dashboard_path
+
 TAGS = ["databricks"]
 
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
@@ -208,7 +200,8 @@ def table_panel(title: str, unit: str, *exprs: str, value: str | list[str] = "Va
 
 # A data link from a table row with job_id and workspace_id columns to the job's drill-down.
 JOB_DRILLDOWN = ("Open the job's drill-down",
-                 "/d/databricks-jobs?var-workspace=${__data.fields.workspace_id}&var-job=${__data.fields.job_id}"
+                 f"{dashboard_path('databricks-jobs')}?var-workspace=${{__data.fields.workspace_id}}"
+                 "&var-job=${__data.fields.job_id}"
                  "&${datasource:queryparam}&${__url_time_range}")
 
 
@@ -216,7 +209,7 @@ JOB_DRILLDOWN = ("Open the job's drill-down",
 
 def sibling_links(uid: str) -> list[dashboard.DashboardLink]:
     """One link per other dashboard, carrying the time range and the variables they share."""
-    return [dashboard.DashboardLink(title).type(DashboardLinkType.LINK).url(f"/d/{other}").icon("dashboard")
+    return [dashboard.DashboardLink(title).type(DashboardLinkType.LINK).url(dashboard_path(other)).icon("dashboard")
             .include_vars(True).keep_time(True).tooltip(f"Databricks: {title}")
             for other, title in DASHBOARDS.items() if other != uid]
 
