@@ -94,17 +94,17 @@ def test_each_settled_run_is_observed_once_across_cycles_and_a_restart(workspace
 def test_warehouse_uptime_and_idleness_equal_the_truth_counted_once(server, workspace):
     clock = FakeClock(T0)
     store = MetricStore()
-    instance = collector("warehouse_usage", workspace, clock, lookback=4 * 3600)
+    instance = collector("warehouse_usage", workspace, clock, lookback=12 * 3600)
     run_cycle(instance, store)
     state = store.state(f"{WORKSPACE}/warehouse_usage")
     start = state["counting_since"] - 7200
     clock.advance(1200)
     run_cycle(instance, store)
-    run_cycle(collector("warehouse_usage", workspace, clock, lookback=4 * 3600), store)   # restarted
+    run_cycle(collector("warehouse_usage", workspace, clock, lookback=12 * 3600), store)   # restarted
     end = store.state(f"{WORKSPACE}/warehouse_usage")["counted_until"]
     assert end == (T0 + 1200 - 7200) // 60 * 60
     assert by(store, "databricks_warehouse_usage_settled_timestamp_seconds") == {"": end}
-    expected = json.loads(http_get(f"{server.url}/simulator/truth/warehouse-usage?start={start}&end={end}")[2])
+    expected = json.loads(http_get(f"{server.url}/simulator/truth/warehouse-usage?start={start}&end={end}&grace=300")[2])
     expected = expected["warehouses"]
     wanted = {w: t for w, t in expected.items() if t["running_seconds"]}
     assert len(wanted) >= 2 and any(t["idle_seconds"] > 60 for t in wanted.values())

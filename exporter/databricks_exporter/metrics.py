@@ -450,8 +450,9 @@ WAREHOUSE_EVENTS = define(
     WS + ("warehouse_id", "event_type"), **_WU)
 WAREHOUSE_IDLE_SECONDS = define(
     "databricks_warehouse_idle_seconds_total", COUNTER,
-    "Seconds the SQL warehouse was running with no query in flight (no statement of system.query.history between "
-    "its start and end time).", WS + ("warehouse_id",), unit="seconds", **_WU)
+    "Seconds the SQL warehouse was running with no query in flight, once none had been for idle_grace_seconds "
+    "(default 5 minutes; queries from system.query.history, between their start and end time).",
+    WS + ("warehouse_id",), unit="seconds", **_WU)
 WAREHOUSE_IDLE_COST = define(
     "databricks_warehouse_idle_cost_total", COUNTER,
     "List cost of the warehouse's idle cluster-seconds: DBUs per cluster-hour of its size (Databricks' published "

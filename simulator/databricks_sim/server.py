@@ -592,12 +592,15 @@ class SimulatorServer:
         return Response(200, {**truth, **self.sql.truth(int(truth["since"] * 1000))})
 
     def _warehouse_usage_truth(self, request: Request) -> Response:
-        """Uptime, events and idleness of every warehouse over [start, end) (epoch seconds)."""
+        """Uptime, events and idleness of every warehouse over [start, end) (epoch seconds); idle once no query has
+        been in flight for `grace` seconds (default 0)."""
         try:
             start, end = float(request.text("start")), float(request.text("end"))
+            grace = float(request.text("grace") or 0)
         except (TypeError, ValueError):
-            raise invalid_parameter("start and end must be epoch seconds") from None
-        return Response(200, {"warehouses": self.sql.warehouse_usage_truth(int(start * 1000), int(end * 1000))})
+            raise invalid_parameter("start and end (and grace) must be seconds") from None
+        return Response(200, {"warehouses": self.sql.warehouse_usage_truth(int(start * 1000), int(end * 1000),
+                                                                           int(grace * 1000))})
 
     def _statement_execute(self, request: Request) -> Response:
         from .sql import execute_statement_request

@@ -608,13 +608,15 @@ class SqlService:
     LONG_POLL_S = 1.0
 
     def __init__(self, ws, billing_lag_seconds: float = 7200, billing_history_days: int = 40,
-                 chunk_rows: int = 10_000, node_lag_seconds: float = 180, timeline_lag_seconds: float = 600):
+                 chunk_rows: int = 10_000, node_lag_seconds: float = 180, timeline_lag_seconds: float = 600,
+                 history_lag_seconds: float = 600):
         self.ws = ws
         self.queries = QueryLog(ws)
         self.billing = BillingModel(ws, lag_ms=int(billing_lag_seconds * 1000), history_days=billing_history_days)
         self.chunk_rows = chunk_rows
         self.delta = DeltaTables(ws)
         self.node_lag_ms = int(node_lag_seconds * 1000)
+        self.history_lag_ms = int(history_lag_seconds * 1000)
         self.timeline = RunTimeline(ws, lag_ms=int(timeline_lag_seconds * 1000))
         self._tables: SystemTables | None = None
         self._engine_lock = threading.Lock()
@@ -626,7 +628,7 @@ class SqlService:
     def tables(self) -> SystemTables:
         if self._tables is None:
             self._tables = SystemTables(self.ws, self.billing, self.queries, self.delta, node_lag_ms=self.node_lag_ms,
-                                        timeline=self.timeline)
+                                        history_lag_ms=self.history_lag_ms, timeline=self.timeline)
         return self._tables
 
     def stop_table_writes(self, full_name: str) -> None:
@@ -764,10 +766,10 @@ class SqlService:
             return {"billing": self.billing.truth(now), "queries": self.queries.truth(since_ms, now),
                     "job_run_cost": run_cost_truth(self.ws, self.billing)}
 
-    def warehouse_usage_truth(self, start_ms: int, end_ms: int) -> dict:
+    def warehouse_usage_truth(self, start_ms: int, end_ms: int, grace_ms: int = 0) -> dict:
         with self.ws._lock:
             self.queries.extend(self.ws._now_advanced())
-            return warehouse_events.usage_truth(self.ws, self.queries, self.billing, start_ms, end_ms)
+            return warehouse_events.usage_truth(self.ws, self.queries, self.billing, start_ms, end_ms, grace_ms)
 
     def list_history(self, **kwargs) -> dict:
         with self.ws._lock:

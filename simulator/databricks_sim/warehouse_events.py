@@ -30,9 +30,10 @@ def events(warehouse, start_index: int, stop_index: int) -> list[tuple[int, str,
     return out
 
 
-def usage_truth(ws, queries, billing, start_ms: int, end_ms: int) -> dict:
+def usage_truth(ws, queries, billing, start_ms: int, end_ms: int, grace_ms: int = 0) -> dict:
     """Per warehouse, over [start_ms, end_ms): running and cluster seconds, events by type, idle seconds (running
-    with no query of the log in flight) and their list cost. Caller holds the workspace lock, queries extended."""
+    with no query of the log in flight for grace_ms) and their list cost. Caller holds the workspace lock, queries
+    extended."""
     out = {}
     for w in ws.warehouses:
         w.extend(end_ms)
@@ -41,8 +42,8 @@ def usage_truth(ws, queries, billing, start_ms: int, end_ms: int) -> dict:
         for ts, event_type, _ in events(w, 0, hi):
             if ts >= start_ms:
                 by_type[event_type] = by_type.get(event_type, 0) + 1
-        busy = sorted((q.start_ms, q.end_ms) for q in queries.loads[w.id].queries
-                      if q.start_ms < end_ms and q.end_ms > start_ms)
+        busy = sorted((q.start_ms, q.end_ms + grace_ms) for q in queries.loads[w.id].queries
+                      if q.start_ms < end_ms and q.end_ms + grace_ms > start_ms)
         sku = billing._warehouse_billable(w).sku
         running = clusters_ms = idle = 0
         idle_cost = Decimal(0)

@@ -1,6 +1,6 @@
 """SQL warehouse uptime and idle cost: running seconds, cluster-seconds and events by type from
-system.compute.warehouse_events, and the running time with no query in flight (from system.query.history) with its
-list cost, counted once per interval that the tables have settled."""
+system.compute.warehouse_events, and the running time with no query in flight for idle_grace_seconds (from
+system.query.history) with its list cost, counted once per interval that the tables have settled."""
 
 from __future__ import annotations
 
@@ -61,6 +61,9 @@ class WarehouseUsageCollector(SystemTableCollector):
         # system.query.history is complete "typically within an hour" (and queries run long): count an interval
         # only once this long has passed.
         "settle_seconds": ("duration", 2 * 3600.0),
+        # A warehouse between two queries a few seconds apart is not wasting money that anyone could save: it is
+        # idle once no query has been in flight for this long.
+        "idle_grace_seconds": ("duration", 300.0),
     }
     permission = ("CAN USE on the SQL warehouse (warehouse_id) and SELECT on system.compute.warehouse_events, "
                   "system.query.history, system.billing.usage and system.billing.list_prices")
@@ -130,10 +133,11 @@ class WarehouseUsageCollector(SystemTableCollector):
                 events[str(row["warehouse_id"])].append((at, str(row["event_type"]),
                                                          int(amount(row.get("cluster_count")))))
         busy: dict[str, list[tuple[float, float]]] = defaultdict(list)
-        for row in self.query(self.queries_statement(workspace_id, start, end)):
+        grace = self.settings.options["idle_grace_seconds"]
+        for row in self.query(self.queries_statement(workspace_id, start - grace, end)):
             with cycle.item("query"):
                 busy[str(row["warehouse_id"])].append((utc(row["start_time"]).timestamp(),
-                                                       utc(row["end_time"]).timestamp()))
+                                                       utc(row["end_time"]).timestamp() + grace))
         prices: dict[str, list[tuple[float, float, float, str]]] = defaultdict(list)
         for row in self.query(self.prices_statement(workspace_id, start)):
             with cycle.item("price"):
