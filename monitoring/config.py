@@ -58,6 +58,7 @@ THRESHOLDS: dict[str, float] = {
     "query_error_ratio": 0.05,
     "query_error_min_queries": 20,
     "warehouse_queued_queries": 0,
+    "warehouse_idle_cost_hourly": 5,          # in the billing currency
     # Pipelines and tables
     "pipeline_expectation_pass_ratio": 0.95,
     "pipeline_drop_ratio": 0.05,
@@ -70,6 +71,7 @@ THRESHOLDS: dict[str, float] = {
     "cost_spike_min_amount": 100,
     "budget_forecast_from_day": 4,
     "billing_stale_seconds": 86400,
+    "job_failed_run_cost_daily": 100,         # in the billing currency
 }
 
 # How old a collector's last success may get before DatabricksCollectorDataStale, about five of its default

@@ -139,6 +139,17 @@ GROUPS = [
                """),
     ]),
     Group("databricks-sql.rules", [
+        Record("workspace_warehouse:databricks_warehouse_idle_cost:increase1h",
+               r"""
+                   sum by (workspace_id, warehouse_id, currency) (
+                       (databricks_warehouse_idle_cost_total unless databricks_warehouse_idle_cost_total offset 1h)
+                         and on(workspace_id) (databricks_workspace_info offset 1h)
+                     or
+                       increase(databricks_warehouse_idle_cost_total[1h])
+                   )
+               """,
+               note="What the warehouse's idle time cost in the last hour that the exporter has counted (uptime "
+                    "is counted once the query history has settled, two hours late by default)."),
         Record("workspace_warehouse:databricks_queries:increase1h",
                r"""
                    sum by (workspace_id, warehouse_id, status) (
@@ -227,6 +238,13 @@ GROUPS = [
     Group("databricks-cost.rules", [
         Record("workspace:databricks_billing_cost_today:sum",
                'sum by (workspace_id, currency) (databricks_billing_cost{period="day"})'),
+        Record("workspace:databricks_job_run_cost_failed_today:sum",
+               r"""
+                   sum by (workspace_id, currency) (
+                     databricks_job_run_cost{period="day", result_state=~"FAILED|TIMEDOUT|INTERNAL_ERROR"}
+                   )
+               """,
+               note="Failed means what the job alerts mean: FAILED, TIMEDOUT, INTERNAL_ERROR."),
         Record("budget:databricks_budget_spend:month_end_forecast",
                r"""
                    databricks_budget_spend{period="month"}
