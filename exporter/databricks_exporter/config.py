@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import yaml
 
 DEFAULT_LISTEN = "0.0.0.0:9977"
+# shard.index taken from a StatefulSet pod's ordinal, the end of its host name.
+FROM_HOSTNAME = "from_hostname"
 
 
 class ConfigError(Exception):
@@ -127,6 +130,9 @@ class _Reader:
             return default
         value = self.data[key]
         try:
+            if kind in ("int", "float", "bool", "duration") and isinstance(value, str) and _ENV_REF.search(value):
+                # `shard.index: ${SHARD_INDEX}`: the environment holds text, read here as YAML reads a scalar.
+                value = yaml.safe_load(_expand_env(value, self.where(key)))
             value = _coerce(value, kind)
             if isinstance(value, str):
                 value = _expand_env(value, self.where(key))
@@ -257,7 +263,11 @@ def load(path: str | None, collector_specs: dict[str, Any], sink_specs: dict[str
     cardinality.finish()
     shard = top.child("shard")
     settings.shard_count = shard.get("count", "int", 1, _positive)
-    settings.shard_index = shard.get("index", "int", 0, _not_negative)
+    if shard.data.get("index") == FROM_HOSTNAME:
+        shard.used.add("index")
+        settings.shard_index = _pod_ordinal(socket.gethostname(), shard)
+    else:
+        settings.shard_index = shard.get("index", "int", 0, _not_negative)
     if settings.shard_index >= settings.shard_count:
         raise shard.error(f"must be below shard.count ({settings.shard_count})", "index")
     shard.finish()
@@ -338,6 +348,15 @@ def load(path: str | None, collector_specs: dict[str, Any], sink_specs: dict[str
     settings.workspaces = [w for w in settings.workspaces
                            if shard_of(w, settings.shard_count) == settings.shard_index]
     return settings
+
+
+def _pod_ordinal(hostname: str, shard: _Reader) -> int:
+    """The ordinal a StatefulSet gives its pod, which is also the pod's host name: `databricks-exporter-2` is 2."""
+    match = re.fullmatch(r".+-(\d+)", hostname)
+    if not match:
+        raise shard.error(f"{FROM_HOSTNAME}: the host name {hostname!r} does not end in -<ordinal> as a StatefulSet "
+                          f"pod's does (such as databricks-exporter-2); give the index as a number instead", "index")
+    return int(match.group(1))
 
 
 def shard_of(workspace: WorkspaceSettings, count: int) -> int:
