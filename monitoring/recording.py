@@ -139,17 +139,22 @@ GROUPS = [
                """),
     ]),
     Group("databricks-sql.rules", [
-        Record("workspace_warehouse:databricks_warehouse_idle_cost:increase1h",
-               r"""
-                   sum by (workspace_id, warehouse_id, currency) (
-                       (databricks_warehouse_idle_cost_total unless databricks_warehouse_idle_cost_total offset 1h)
-                         and on(workspace_id) (databricks_workspace_info offset 1h)
-                     or
-                       increase(databricks_warehouse_idle_cost_total[1h])
-                   )
-               """,
-               note="What the warehouse's idle time cost in the last hour that the exporter has counted (uptime "
-                    "is counted once the query history has settled, two hours late by default)."),
+        *[Record(f"workspace_warehouse:databricks_warehouse_{name}:increase1h",
+                 f"""
+                     sum by (workspace_id, warehouse_id{extra}) (
+                         (databricks_warehouse_{name}_total unless databricks_warehouse_{name}_total offset 1h)
+                           and on(workspace_id) (databricks_workspace_info offset 1h)
+                       or
+                         increase(databricks_warehouse_{name}_total[1h])
+                     )
+                 """,
+                 note=note)
+          for name, extra, note in [
+              ("idle_cost", ", currency",
+               "What the warehouse's idle time cost in the last hour that the exporter has counted (uptime is "
+               "counted once the query history has settled, two hours late by default)."),
+              ("running_seconds", "", ""), ("idle_seconds", "", ""), ("cluster_seconds", "", ""),
+              ("events", ", event_type", "")]],
         Record("workspace_warehouse:databricks_queries:increase1h",
                r"""
                    sum by (workspace_id, warehouse_id, status) (

@@ -5,12 +5,15 @@ inhibition, sending to a local webhook server that records what arrives where an
 
 What the test's copies change, and nothing else:
 - alerts.yml: every `for:` is divided by FOR_SCALE (15m -> 90s), so a drill does not wait a quarter of an hour.
+- recording.yml: the thresholds in THRESHOLDS, which compare amounts per hour, are scaled down like the `for:`s.
 - alertmanager.yml: each receiver's integrations (PagerDuty, Slack, webhook) become one webhook to the local
   server at /<receiver name>; group_wait and group_interval shrink to seconds.
 - Prometheus evaluates every 2 s, and its TSDB starts with one day-old series: the recorded cost of "today so far"
   as it stood yesterday at this time, computed from the simulated workspace's own usage records, for
   DatabricksCostSpike's `offset 1d` (a fresh Prometheus has no yesterday).
-- The simulated workspace makes node_timeline rows visible after 30 s instead of 3 minutes.
+- The simulated workspace makes node_timeline, job_run_timeline and query history rows visible after 30 s instead
+  of minutes; the warehouse_usage collector counts an interval after 60 s instead of 2 hours, and calls a warehouse
+  idle after 2 minutes without a query instead of 5.
 
 All scenarios share one stack (they touch different jobs, clusters and pipelines) and start together, after a
 quiet baseline; each drill then waits, bounded, for its page and prints the time from the scenario's start to the
@@ -63,7 +66,11 @@ DRILLS = [
     Drill("pipeline_backlog", "DatabricksPipelineBacklogHigh", "warning", "pipeline_id"),
     Drill("spend_spike", "DatabricksCostSpike", "warning"),
     Drill("table_stale", "DatabricksTableStale", "warning", "table"),
+    Drill("failed_run_spend", "DatabricksJobFailedRunSpendHigh", "warning"),
+    Drill("idle_warehouse", "DatabricksWarehouseIdleSpend", "warning", "warehouse_id"),
 ]
+# Thresholds scaled with time: DatabricksWarehouseIdleSpend compares an hour's idle cost, and a drill has minutes.
+THRESHOLDS = {"warehouse_idle_cost_hourly": 0.1}
 
 
 def scaled_rules(path, directory) -> str:
@@ -75,6 +82,9 @@ def scaled_rules(path, directory) -> str:
         for rule in group["rules"]:
             if "for" in rule:
                 rule["for"], scaled = f"{max(1, int(parse_duration(rule['for'])) // FOR_SCALE)}s", True
+            threshold = rule.get("labels", {}).get("threshold")
+            if "record" in rule and threshold in THRESHOLDS:
+                rule["expr"], scaled = f"vector({THRESHOLDS[threshold]})", True
     if not scaled:
         return str(path)
     copy = directory / path.name
@@ -98,6 +108,9 @@ def exporter_config(simulator) -> dict:
                                       "warehouse_id": warehouse, "tls_ca_bundle": simulator.tls_ca_file}])
     config["collectors"].update({"pipelines": {"interval": "2s"}, "queries": {"interval": "10s"},
                                  "utilization": {"interval": "5s"}, "billing": {"interval": "10s"},
+                                 "job_costs": {"interval": "10s"},
+                                 "warehouse_usage": {"interval": "5s", "settle_seconds": "60s",
+                                                     "idle_grace_seconds": "120s"},
                                  # The stale table's SLO is short so that its drill pages within minutes.
                                  "tables": {"interval": "10s", "tables": {"main.bronze.events": {"max_staleness": "2m"},
                                                                           "main.sales.orders": {"max_staleness": "1h"}}}})
@@ -139,7 +152,8 @@ class Stack:
 
         # Stops everything started so far, in reverse, even when one part fails to stop.
         self._cleanup = contextlib.ExitStack()
-        self.simulator = SimulatorServer(port=0, seed=7, sql_port=0, sql_options={"node_lag_seconds": 30}).start()
+        self.simulator = SimulatorServer(port=0, seed=7, sql_port=0, sql_options={
+            "node_lag_seconds": 30, "timeline_lag_seconds": 30, "history_lag_seconds": 30}).start()
         self._cleanup.callback(self.simulator.shutdown)
         try:
             self.webhook = WebhookReceiver()

@@ -231,9 +231,9 @@ def test_failed_run_spend_fails_its_job_and_bills_each_failed_run_at_once():
             f"WHERE t.job_id = '{job_id}' AND t.result_state IS NOT NULL AND t.period_end_time > "
             f"TIMESTAMP '{_iso(T0)}' GROUP BY ALL", ws.now_ms()).rows
         assert rows and {r[1] for r in rows} == {"FAILED"}
-        assert all(float(r[2]) >= 400 for r in rows)          # billed before the 2-hour billing lag
+        assert all(float(r[2]) >= 600 for r in rows)          # billed before the 2-hour billing lag
         truth = service.truth(0)["job_run_cost"]["runs"]
-        assert all(truth[r[0]]["result"] == "FAILED" and truth[r[0]]["cost"] >= 400 * 0.15 for r in rows)
+        assert all(truth[r[0]]["result"] == "FAILED" and truth[r[0]]["cost"] >= 600 * 0.15 for r in rows)
     finally:
         service.shutdown()
 

@@ -423,16 +423,16 @@ JOB_RUN_COST = define(
     "jobs compute and serverless jobs carry: jobs on all-purpose clusters have none, so the cost of all-purpose "
     "cluster hours during which a job run used the cluster is counted under job_id=\"_all_purpose\", "
     "result_state=\"UNKNOWN\" (the whole hour, shared with interactive work). Billing arrives hours late.",
-    WS + ("job_id", "result_state", "period", "currency"), unit="currency", **_JC)
+    WS + ("job_id", "result_state", "period", "currency"), **_JC)
 JOB_RUN_REPAIR_COST = define(
     "databricks_job_run_repair_cost", GAUGE,
     "List cost of job runs billed after the run first ended (its repairs: usage rows that start at or after the "
     "first end in job_run_timeline), today or this month, by job; included in databricks_job_run_cost too.",
-    WS + ("job_id", "period", "currency"), unit="currency", **_JC)
+    WS + ("job_id", "period", "currency"), **_JC)
 JOB_RUN_COST_PER_RUN = define(
     "databricks_job_run_cost_per_run", HISTOGRAM,
     "List cost of each ended job run, observed once when its billing has settled (settle_seconds after its end); "
-    "a later repair does not change it.", WS + ("currency",), unit="currency", buckets=RUN_COST_BUCKETS, **_JC)
+    "a later repair does not change it.", WS + ("currency",), buckets=RUN_COST_BUCKETS, **_JC)
 
 # --- warehouse uptime and idle cost (system.compute.warehouse_events x system.query.history) -------
 _WU = dict(collector="warehouse_usage", source="system.compute.warehouse_events, system.query.history")
@@ -457,7 +457,7 @@ WAREHOUSE_IDLE_COST = define(
     "databricks_warehouse_idle_cost_total", COUNTER,
     "List cost of the warehouse's idle cluster-seconds: DBUs per cluster-hour of its size (Databricks' published "
     "rates) times the list price of the SKU billing shows for it.",
-    WS + ("warehouse_id", "currency"), unit="currency",
+    WS + ("warehouse_id", "currency"),
     collector="warehouse_usage", source="system.compute.warehouse_events, system.query.history, "
                                         "system.billing.usage, system.billing.list_prices, GET /api/2.0/sql/warehouses")
 WAREHOUSE_USAGE_SETTLED = define(

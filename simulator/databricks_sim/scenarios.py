@@ -290,7 +290,7 @@ class FailedRunSpend(Scenario):
     name = "failed_run_spend"
     summary = ("A frequently scheduled job's runs all fail after burning a runaway cluster's worth of DBUs; each "
                "failed run's usage lands in system.billing.usage as soon as the run ends.")
-    DBUS_PER_RUN = Decimal(400)
+    DBUS_PER_RUN = Decimal(600)       # over 100 USD at any jobs list price: one failed run crosses the default threshold
 
     def pick(self, ws, rng, now_ms, taken):
         # Quick runs on their own compute, so a failed run ends (and is billed) within minutes of the start.
