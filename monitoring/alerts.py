@@ -56,6 +56,16 @@ GROUPS = [
                        "is stale."),
               description=("The {{ $labels.collector }} collector for workspace {{ $labels.workspace_id }} "
                            "last succeeded {{ $value | humanizeDuration }} ago, far longer than its interval.")),
+        Alert("DatabricksReconciliationMismatch", "warning", dashboard="databricks-exporter",
+              expr=r"""
+                  abs(databricks_exporter_reconciliation_difference)
+                    >= on() group_left() databricks:alert_threshold{threshold="reconciliation_difference"}
+              """,
+              summary=("The exporter's {{ $labels.source }} counts disagree with the system tables in workspace "
+                       "{{ $labels.workspace_id }}."),
+              description=("For {{ $labels.source }} {{ $labels.entity_id }} ({{ $labels.result }}), the count the "
+                           "exporter made from the REST API and the system table's differ by {{ $value }} for the "
+                           "same closed period, and have for 15 minutes.")),
     ]),
     Group("databricks-jobs.alerts", [
         *steps("DatabricksJobFailureRateHigh", dashboard="databricks-jobs",

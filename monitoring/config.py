@@ -39,6 +39,8 @@ DASHBOARDS = {
 # are not here: they come from the exporter's configuration (databricks_budget_limit,
 # databricks_table_freshness_slo_seconds).
 THRESHOLDS: dict[str, float] = {
+    # Exporter
+    "reconciliation_difference": 1,
     # Jobs
     "job_failure_ratio_warning": 0.10,
     "job_failure_ratio_critical": 0.25,
@@ -97,6 +99,7 @@ FOR: dict[str, str] = {
     "DatabricksExporterAbsent": "10m",
     "DatabricksCollectorFailing": "15m",
     "DatabricksCollectorDataStale": "5m",
+    "DatabricksReconciliationMismatch": "15m",
     "DatabricksJobFailureRateHigh": "5m",
     "DatabricksJobRunsStuckInQueue": "30m",
     "DatabricksClusterCPUHigh": "15m",

@@ -13,7 +13,8 @@ What the test's copies change, and nothing else:
   DatabricksCostSpike's `offset 1d` (a fresh Prometheus has no yesterday).
 - The simulated workspace makes node_timeline, job_run_timeline and query history rows visible after 30 s instead
   of minutes; the warehouse_usage collector counts an interval after 60 s instead of 2 hours, and calls a warehouse
-  idle after 2 minutes without a query instead of 5.
+  idle after 2 minutes without a query instead of 5; reconciliation compares two-minute periods a minute after they
+  close instead of hours an hour after.
 
 All scenarios share one stack (they touch different jobs, clusters and pipelines) and start together, after a
 quiet baseline; each drill then waits, bounded, for its page and prints the time from the scenario's start to the
@@ -68,6 +69,7 @@ DRILLS = [
     Drill("table_stale", "DatabricksTableStale", "warning", "table"),
     Drill("failed_run_spend", "DatabricksJobFailedRunSpendHigh", "warning"),
     Drill("idle_warehouse", "DatabricksWarehouseIdleSpend", "warning", "warehouse_id"),
+    Drill("reconciliation_gap", "DatabricksReconciliationMismatch", "warning"),
 ]
 # Thresholds scaled with time: DatabricksWarehouseIdleSpend compares an hour's idle cost, and a drill has minutes.
 THRESHOLDS = {"warehouse_idle_cost_hourly": 0.1}
@@ -111,6 +113,9 @@ def exporter_config(simulator) -> dict:
                                  "job_costs": {"interval": "10s"},
                                  "warehouse_usage": {"interval": "5s", "settle_seconds": "60s",
                                                      "idle_grace_seconds": "120s"},
+                                 # Two-minute periods, reconciled a minute after they close.
+                                 "reconciliation": {"interval": "5s", "period_seconds": "120s",
+                                                    "delay_seconds": "60s"},
                                  # The stale table's SLO is short so that its drill pages within minutes.
                                  "tables": {"interval": "10s", "tables": {"main.bronze.events": {"max_staleness": "2m"},
                                                                           "main.sales.orders": {"max_staleness": "1h"}}}})

@@ -256,6 +256,12 @@ SQL_QUERY_DURATION = define(
     "databricks_exporter_sql_query_duration_seconds", HISTOGRAM,
     "How long the exporter's SQL statements took, warehouse start-up and retries included.",
     WS + ("collector",), unit="seconds", buckets=QUERY_DURATION_BUCKETS, **_SQLX)
+SQL_ESTIMATED_DBUS = define(
+    "databricks_exporter_sql_estimated_dbus_total", COUNTER,
+    "What the exporter's own SQL statements cost the warehouse, estimated: their duration times the DBUs per hour of "
+    "one cluster of the warehouse's size (Databricks' published rates). A warehouse bills while it runs, so a "
+    "warehouse woken or kept awake only for the exporter costs more than this.",
+    WS + ("collector",), **_SQLX)
 SQL_DATA_STALE = define(
     "databricks_exporter_sql_data_stale", GAUGE,
     "1 when the collector's last cycle did not query (its warehouse was stopped and wake_warehouse is false): its "
@@ -464,6 +470,23 @@ WAREHOUSE_USAGE_SETTLED = define(
     "databricks_warehouse_usage_settled_timestamp_seconds", GAUGE,
     "Up to when warehouse uptime and idleness have been counted (now minus settle_seconds, for the query history's "
     "delay).", WS, unit="seconds", **_WU)
+
+# --- reconciliation of REST counts with the system tables ------------------------------------------
+_RC = dict(collector="reconciliation",
+           source="system.lakeflow.job_run_timeline, system.query.history; the jobs and queries collectors' counts")
+RECONCILIATION_DIFFERENCE = define(
+    "databricks_exporter_reconciliation_difference", GAUGE,
+    "In the last reconciled period (an hour the system table has closed): completed items the exporter counted from "
+    "the REST API minus those the system table holds, by source (jobs: runs by job_id and result, distinct run_id "
+    "of system.lakeflow.job_run_timeline; queries: queries by warehouse_id and status, system.query.history). 0 when "
+    "they agree; negative when the REST path missed some.", WS + ("source", "entity_id", "result"), **_RC)
+RECONCILIATION_LAST = define(
+    "databricks_exporter_reconciliation_last_timestamp_seconds", GAUGE,
+    "When the source was last reconciled.", WS + ("source",), unit="seconds", **_RC)
+RECONCILED_UNTIL = define(
+    "databricks_exporter_reconciled_until_timestamp_seconds", GAUGE,
+    "The end of the last period reconciled for the source (periods end this long after the table's documented "
+    "delay, reconciliation.delay_seconds).", WS + ("source",), unit="seconds", **_RC)
 
 # --- custom SQL metrics --------------------------------------------------------------------------
 # The families themselves (databricks_custom_<name>) come from the configuration: see custom_metric().

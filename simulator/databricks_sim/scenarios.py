@@ -11,8 +11,8 @@ scenarios to change it: `ws.scenarios.apply(hook, at_ms, value, *context)` passe
 `hook` of every scenario whose window covers `at_ms`. Hooks today: job_outcome (workspace.py, a run's planned
 outcome), node_minute (sql.py, a row of system.compute.node_timeline), expectation_fail_rate and flow_metrics
 (pipelines.py, a flow_progress batch), billing (billing.py, records to add to system.billing.usage),
-table_write (tables.py, whether a Delta table's writer commits in its slot), and warehouse_query (queries.py, whether
-a query that arrives at a warehouse is kept). A new
+table_write (tables.py, whether a Delta table's writer commits in its slot), warehouse_query (queries.py, whether
+a query that arrives at a warehouse is kept), and run_listed (workspace.py, whether runs/list and runs/get show a run). A new
 scenario adds a class, and at most one apply() call where its data is made.
 
 Determinism: targets are drawn from the seed (among the entities that qualify when the scenario starts), and a
@@ -346,3 +346,22 @@ class IdleWarehouse(Scenario):
 
     def warehouse_query(self, window, keep, warehouse):
         return keep and warehouse.id not in window.targets["warehouse_ids"]
+
+
+@scenario
+class ReconciliationGap(Scenario):
+    name = "reconciliation_gap"
+    summary = ("The Jobs API hides the runs of two frequently scheduled jobs from runs/list and runs/get until "
+               "20 minutes after they end (a lagging replica, say); system.lakeflow.job_run_timeline has them all.")
+    JOBS = 2
+    HIDDEN_AFTER_END_MS = 20 * 60 * 1000
+
+    def pick(self, ws, rng, now_ms, taken):
+        # Frequent and quick, so that hidden runs end within minutes of the start.
+        frequent = sorted((j for j in ws.jobs if j.scheduled and j.period_min <= 5 and str(j.job_id) not in taken),
+                          key=lambda j: (j.period_min, sum(t.median_ms for t in j.tasks), j.job_id))
+        return {"job_ids": sorted(str(j.job_id) for j in frequent[:self.JOBS])}
+
+    def run_listed(self, window, listed, run, now_ms):
+        hidden = str(run.job.job_id) in window.targets["job_ids"] and now_ms < run.end_ms + self.HIDDEN_AFTER_END_MS
+        return listed and not hidden

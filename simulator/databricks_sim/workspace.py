@@ -1597,6 +1597,8 @@ class SimulatedWorkspace:
                     done = run.end_ms <= now
                     if (active_only and done) or (completed_only and not done):
                         continue
+                    if not self.scenarios.apply("run_listed", run.start_ms, True, run, now):
+                        continue
                     if skip:
                         skip -= 1
                         continue
@@ -1616,7 +1618,8 @@ class SimulatedWorkspace:
         with self._lock:
             now = self._now_advanced()
             run = self._runs_by_id.get(run_id)
-            if run is None or run.start_ms > now:
+            if run is None or run.start_ms > now or not self.scenarios.apply("run_listed", run.start_ms, True, run,
+                                                                             now):
                 raise legacy_does_not_exist(f"Run {run_id} does not exist.")
             return run.job.run_json(run, now, include_tasks=True)
 

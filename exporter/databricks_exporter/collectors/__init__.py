@@ -2,7 +2,8 @@
 
 # Importing a collector module registers it.
 from . import (  # noqa: F401
-    billing, clusters, custom, job_costs, jobs, pipelines, queries, tables, utilization, warehouse_usage, warehouses,
+    billing, clusters, custom, job_costs, jobs, pipelines, queries, reconciliation, tables, utilization,
+    warehouse_usage, warehouses,
 )
 from .base import COLLECTORS, Collector
 

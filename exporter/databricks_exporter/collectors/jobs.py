@@ -10,7 +10,7 @@ from databricks.sdk.errors import NotFound
 
 from .. import metrics as m
 from ..store import Cycle
-from .base import Collector, Cursor, NameFilter, register
+from .base import Collector, Cursor, NameFilter, register, tally
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ class JobsCollector(Collector):
             if job_id in names and not self.wanted(names[job_id]):
                 return
             self._count_run(cycle, job_id, run, last)
+            tally(state, (run.get("end_time") or 0) / 1000, f"{job_id}\t{run_result(run)}")
 
         # Runs started from `start` on are all listed, finished or not; the active ones that started before it
         # come from the active-runs list, and the runs followed that are in neither have finished: one get each.

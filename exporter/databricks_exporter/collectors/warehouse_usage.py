@@ -8,14 +8,11 @@ import bisect
 from collections import defaultdict
 
 from .. import metrics as m
-from ..sources.sql import literal
+from ..sources.sql import DBU_PER_CLUSTER_HOUR, literal
 from ..store import Cycle
 from .base import register
 from .system_tables import SystemTableCollector, amount, finite, sql_date, sql_timestamp, utc
 
-# DBUs per cluster-hour of a SQL warehouse by size (Databricks' published rates).
-DBU_PER_CLUSTER_HOUR = {"2X-Small": 4, "X-Small": 6, "Small": 12, "Medium": 24, "Large": 40, "X-Large": 80,
-                        "2X-Large": 144, "3X-Large": 272, "4X-Large": 528}
 RUNNING_EVENTS = ("RUNNING", "SCALED_UP", "SCALED_DOWN")
 EVENT_TYPES = ("STARTING", "RUNNING", "SCALED_UP", "SCALED_DOWN", "STOPPING", "STOPPED")
 LONGEST_QUERY_SECONDS = 2 * 86400        # how far before an interval a query in flight during it may have started

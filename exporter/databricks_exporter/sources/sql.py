@@ -35,6 +35,11 @@ RETRY_DELAY_SECONDS = 2.0
 CONNECTOR_RETRY_SECONDS = 120
 
 
+# DBUs per cluster-hour of a SQL warehouse by size (Databricks' published rates).
+DBU_PER_CLUSTER_HOUR = {"2X-Small": 4, "X-Small": 6, "Small": 12, "Medium": 24, "Large": 40, "X-Large": 80,
+                        "2X-Large": 144, "3X-Large": 272, "4X-Large": 528}
+
+
 class SqlUnavailable(Exception):
     """The SQL source cannot be used: no warehouse configured, or the warehouse cannot be found."""
 
@@ -82,6 +87,7 @@ class SqlSource:
         self._connection = None
         self._endpoint: Endpoint | None = None
         self._workspace_id: str | None = None
+        self._dbu_per_hour = 0.0        # of one cluster of the warehouse, once described
 
     # -- the warehouse
 
@@ -101,6 +107,7 @@ class SqlSource:
             raise SqlUnavailable("no SQL warehouse configured: set workspaces[].warehouse_id (or "
                                  "DATABRICKS_WAREHOUSE_ID)")
         warehouse = self.client.warehouses.get(self.warehouse_id).as_dict()
+        self._dbu_per_hour = DBU_PER_CLUSTER_HOUR.get(warehouse.get("cluster_size") or "", 0.0)
         odbc = warehouse.get("odbc_params") or {}
         host = odbc.get("hostname") or urlparse(self.client.config.host).hostname
         self._endpoint = Endpoint(host, int(odbc.get("port") or 443),
@@ -184,7 +191,10 @@ class SqlSource:
     def _record(self, collector: str, outcome: str, started: float) -> None:
         labels = {"workspace_id": self._label(), "collector": collector}
         self.store.inc(m.SQL_QUERIES, {**labels, "outcome": outcome})
-        self.store.observe(m.SQL_QUERY_DURATION, labels, time.monotonic() - started)
+        seconds = time.monotonic() - started
+        self.store.observe(m.SQL_QUERY_DURATION, labels, seconds)
+        if self._dbu_per_hour:
+            self.store.inc(m.SQL_ESTIMATED_DBUS, labels, seconds * self._dbu_per_hour / 3600)
 
 
 def describe(exc: Exception) -> str:
