@@ -185,7 +185,8 @@ def synthetic_store(series: int):
     """A store holding about `series` series shaped like the jobs collector's (info, runs, a duration histogram and
     last-success per job), and the cycle that re-emits them all."""
     from databricks_exporter import metrics as m
-    from databricks_exporter.store import Cycle, MetricStore
+    from databricks_exporter.cycle import Cycle
+    from databricks_exporter.store import MetricStore
 
     per_job = 1 + 2 + len(m.JOB_RUN_DURATION.buckets) + 3 + 1
     jobs = max(1, series // per_job)

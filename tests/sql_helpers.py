@@ -14,7 +14,8 @@ from databricks_exporter.collectors import COLLECTORS
 from databricks_exporter.config import CollectorSettings, WorkspaceSettings
 from databricks_exporter.engine import Workspace
 from databricks_sim import SimulatedWorkspace, SimulatorServer
-from databricks_exporter.store import Cycle, MetricStore
+from databricks_exporter.cycle import Cycle
+from databricks_exporter.store import MetricStore
 
 # A fixed simulated "now" for deterministic tests: 2026-09-21 14:13:20 UTC.
 T0 = 1_790_000_000.0
@@ -82,8 +83,6 @@ def collector(name: str, workspace: Workspace, clock, lookback: float = 3600.0, 
     spec = COLLECTORS[name]
     merged = {key: default for key, (_, default) in spec.options.items()}
     merged.update(options)
-    if hasattr(spec, "validate_options"):
-        spec.validate_options(merged, lambda message, key: ValueError(f"{name}.{key}: {message}"))
     settings = CollectorSettings(name=name, enabled=True, interval=spec.default_interval,
                                  timeout=spec.default_interval, options=merged)
     return spec(workspace, settings, lookback, clock)

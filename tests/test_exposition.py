@@ -17,7 +17,8 @@ from prometheus_client.registry import CollectorRegistry
 from databricks_exporter import exposition
 from databricks_exporter import metrics as m
 from databricks_exporter.exposition import Renderer, format_family
-from databricks_exporter.store import Cycle, Family, Histogram, MetricStore
+from databricks_exporter.cycle import Cycle, Family, Histogram
+from databricks_exporter.store import MetricStore
 
 # A metric that no definition has: a help text and a unit the real ones do not exercise.
 ODD = m.Metric("databricks_test_odd_ratio", m.GAUGE, 'Help with "quotes", a back\\slash\nand a newline.',

@@ -21,7 +21,9 @@ from databricks_exporter.collectors.tables import WatchedSchema
 from databricks_exporter.collectors.warehouses import WarehousesCollector
 from databricks_exporter import metrics as m
 from databricks_exporter.config import CollectorSettings
-from databricks_exporter.store import Cycle, MetricStore
+from databricks_exporter.cycle import Cycle
+from databricks_exporter.store import MetricStore
+from databricks_exporter.sources.rest import RestSource
 
 scalars = st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8)
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
@@ -84,7 +86,7 @@ def test_jobs_collector_survives_garbage(jobs, runs, single):
         list_runs=lambda limit=25, **kw: iter(Obj(r) for r in runs),
         get_run=lambda run_id: Obj(single)))
     options = {"include": [], "exclude": [], "task_metrics": True, "listing_margin": 0.0, "max_run_duration": 3600.0}
-    collector = JobsCollector(SimpleNamespace(client=client), settings_for("jobs", **options), 3600, lambda: 1e9)
+    collector = JobsCollector(SimpleNamespace(rest=RestSource(client)), settings_for("jobs", **options), 3600, lambda: 1e9)
     store = MetricStore()
     for _ in range(2):
         cycle = run_cycle(collector, store)
@@ -102,8 +104,8 @@ def test_clusters_collector_survives_garbage(clusters, terminated, events):
 
     client = SimpleNamespace(clusters=SimpleNamespace(
         list=listing, get=lambda cluster_id: Obj(terminated[0] if terminated else {}),
-        events=lambda cluster_id, **kw: iter(SimpleNamespace(**e) for e in events)))
-    collector = ClustersCollector(SimpleNamespace(client=client),
+        events=lambda cluster_id, **kw: iter(Obj(e) for e in events)))
+    collector = ClustersCollector(SimpleNamespace(rest=RestSource(client)),
                                   settings_for("clusters", events=True, events_max_age=0.0), 3600, lambda: 1e9)
     store = MetricStore()
     for _ in range(2):
@@ -115,7 +117,7 @@ def test_clusters_collector_survives_garbage(clusters, terminated, events):
 @given(warehouses=st.lists(records(WAREHOUSE_KEYS), max_size=5))
 def test_warehouses_collector_survives_garbage(warehouses):
     client = SimpleNamespace(warehouses=SimpleNamespace(list=lambda: iter(Obj(w) for w in warehouses)))
-    collector = WarehousesCollector(SimpleNamespace(client=client), settings_for("warehouses", include=[], exclude=[]),
+    collector = WarehousesCollector(SimpleNamespace(rest=RestSource(client)), settings_for("warehouses", include=[], exclude=[]),
                                     3600, lambda: 1e9)
     cycle = run_cycle(collector, MetricStore())
     assert cycle.malformed <= len(warehouses)
@@ -129,7 +131,7 @@ def test_a_malformed_run_is_skipped_once_and_the_good_ones_count():
         list=lambda limit=100: iter([]), list_runs=lambda limit=25, active_only=False, **kw:
         iter([] if active_only else [Obj(good), Obj(bad)]), get_run=lambda run_id: Obj(good)))
     options = {"include": [], "exclude": [], "task_metrics": False, "listing_margin": 0.0, "max_run_duration": 3600.0}
-    collector = JobsCollector(SimpleNamespace(client=client), settings_for("jobs", **options), 3600, lambda: 1e9)
+    collector = JobsCollector(SimpleNamespace(rest=RestSource(client)), settings_for("jobs", **options), 3600, lambda: 1e9)
     store = MetricStore()
     cycle = run_cycle(collector, store)
     assert cycle.malformed == 1 and cycle.first_malformed.startswith("run: ValueError"), cycle.first_malformed
@@ -174,8 +176,8 @@ def sql_collector(name: str, answer, running=()):
 
     sql = SimpleNamespace(configured=True, warehouse_id="w", query=lambda statement, _name: answer(statement),
                           warehouse_state=lambda: "RUNNING", record_skip=lambda _name: None)
-    clusters = SimpleNamespace(list=lambda filter_by=None, **kw: iter(SimpleNamespace(cluster_id=c) for c in running))
-    workspace = SimpleNamespace(client=SimpleNamespace(clusters=clusters), sql=sql, workspace_id="1",
+    clusters = SimpleNamespace(list=lambda filter_by=None, **kw: iter(Obj({"cluster_id": c}) for c in running))
+    workspace = SimpleNamespace(rest=RestSource(SimpleNamespace(clusters=clusters)), sql=sql, workspace_id="1",
                                 settings=SimpleNamespace(name="ws", index=0))
     return collector(name, workspace, lambda: NOW, lookback=3600)
 
@@ -197,7 +199,7 @@ def test_queries_collector_survives_garbage(listed, by_id, caplog):
     from databricks_exporter.collectors.queries import QueriesCollector
     client = SimpleNamespace(query_history=SimpleNamespace(list=history))
     options = {"listing_margin": 60.0, "max_query_duration": 7200.0}
-    collector = QueriesCollector(SimpleNamespace(client=client), settings_for("queries", **options), 3600,
+    collector = QueriesCollector(SimpleNamespace(rest=RestSource(client)), settings_for("queries", **options), 3600,
                                  lambda: NOW)
     store = MetricStore()
     caplog.clear()
@@ -251,7 +253,7 @@ def test_malformed_sql_rows_are_skipped_once_each_and_the_good_ones_count():
     client = SimpleNamespace(query_history=SimpleNamespace(list=lambda **kw: SimpleNamespace(
         res=[Obj(good_query), Obj(bad_query), Obj(nan_query)], next_page_token=None, has_next_page=False)))
     from databricks_exporter.collectors.queries import QueriesCollector
-    queries = QueriesCollector(SimpleNamespace(client=client), settings_for(
+    queries = QueriesCollector(SimpleNamespace(rest=RestSource(client)), settings_for(
         "queries", listing_margin=60.0, max_query_duration=7200.0), 3600, lambda: NOW)
     store = MetricStore()
     cycle = run_cycle(queries, store)

@@ -1,4 +1,5 @@
-"""Unit tests of the jobs collector's exactly-once counting, on a small in-memory stand-in for the SDK's jobs API.
+"""Unit tests of the jobs collector's exactly-once counting, on a small in-memory stand-in for the SDK's jobs API
+behind the real REST source.
 (The integration tests prove the same against the simulated workspace over HTTP.)"""
 
 from types import SimpleNamespace
@@ -8,7 +9,9 @@ from databricks.sdk.errors import NotFound
 from databricks_exporter.collectors.jobs import JobsCollector, listing_start, retries, run_duration_seconds, \
     run_result
 from databricks_exporter.config import CollectorSettings
-from databricks_exporter.store import Cycle, MetricStore
+from databricks_exporter.sources.rest import RestSource
+from databricks_exporter.cycle import Cycle
+from databricks_exporter.store import MetricStore
 
 
 class Obj(dict):
@@ -65,7 +68,8 @@ class Clock:
 def make(fake, clock, **options):
     opts = {"include": [], "exclude": [], "task_metrics": False, "listing_margin": 0.0, "max_run_duration": 86400.0}
     opts.update(options)
-    return JobsCollector(SimpleNamespace(client=SimpleNamespace(jobs=fake)), CollectorSettings("jobs", True, 60, 60, opts), 3600, clock)
+    return JobsCollector(SimpleNamespace(rest=RestSource(SimpleNamespace(jobs=fake))),
+                         CollectorSettings("jobs", True, 60, 60, opts), 3600, clock)
 
 
 def cycle(collector, store):

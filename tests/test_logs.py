@@ -18,7 +18,8 @@ from databricks_exporter.collectors import COLLECTORS
 from databricks_exporter.config import load
 from databricks_exporter.engine import Engine
 from databricks_exporter.sinks import SINKS
-from databricks_exporter.store import Cycle, MetricStore
+from databricks_exporter.cycle import Cycle
+from databricks_exporter.store import MetricStore
 
 SECRETS = {
     "DATABRICKS_TOKEN": "dapi0123456789abcdef0123456789abcdef",

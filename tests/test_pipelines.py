@@ -1,4 +1,5 @@
-"""The pipelines collector: unit tests of its event handling on a small in-memory stand-in for the SDK, then the
+"""The pipelines collector: unit tests of its event handling on a small in-memory stand-in for the SDK (behind the
+real REST source), then the
 exporter as a subprocess against the simulated workspace over HTTP (every metric has values, the event log is read
 only as the API allows and never twice, expectation records and updates counted exactly once across SIGKILL)."""
 
@@ -18,9 +19,12 @@ from hypothesis import strategies as st
 
 from conftest import http_get, wait_for
 from databricks_exporter import metrics as m
-from databricks_exporter.collectors.pipelines import PipelinesCollector, event_time_ms, iso_ms, number
+from databricks_exporter.collectors.pipelines import PipelinesCollector, event_time_ms, number
 from databricks_exporter.config import CollectorSettings
-from databricks_exporter.store import CardinalityGuard, Cycle, MetricStore
+from databricks_exporter.sources.rest import RestSource, iso_ms
+from databricks_exporter.cardinality import CardinalityGuard
+from databricks_exporter.cycle import Cycle
+from databricks_exporter.store import MetricStore
 from test_garbage import records, values
 from test_integration import parse, post, total
 
@@ -44,7 +48,7 @@ class FakePipelinesApi:
                        "latest_updates": [{"update_id": "u1", "state": "RUNNING",
                                            "creation_time": "2026-01-01T00:00:00.000Z"}]}
         self.events: list[dict] = []
-        self.updates = {"u0": SimpleNamespace(update_id="u0", cause="JOB_TASK", creation_time=1_000_000)}
+        self.updates = {"u0": Obj(update_id="u0", cause="JOB_TASK", creation_time=1_000_000)}
         self.calls: list[tuple] = []
 
     # the SDK's pipelines API
@@ -54,7 +58,7 @@ class FakePipelinesApi:
 
     def get(self, pipeline_id):
         self.calls.append(("get", pipeline_id))
-        return SimpleNamespace(spec=SimpleNamespace(continuous=True, serverless=False, development=False))
+        return Obj(spec={"continuous": True, "serverless": False, "development": False})
 
     def list_updates(self, pipeline_id, max_results=None):
         self.calls.append(("list_updates", pipeline_id))
@@ -96,7 +100,7 @@ def make_collector(api: FakePipelinesApi, now_s: float, lookback: float = 600):
     client = SimpleNamespace(pipelines=api, api_client=api)
     options = {key: default for key, (_, default) in PipelinesCollector.options.items()}
     settings = CollectorSettings("pipelines", True, 60, 60, options)
-    return PipelinesCollector(SimpleNamespace(client=client), settings, lookback, clock=lambda: now_s)
+    return PipelinesCollector(SimpleNamespace(rest=RestSource(client)), settings, lookback, clock=lambda: now_s)
 
 
 def run(collector, store, state):

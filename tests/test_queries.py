@@ -35,7 +35,7 @@ def test_counts_and_sums_equal_the_simulated_history_as_time_passes():
             clock.advance(420)
         clock.advance(-420)
         now_ms = clock() * 1000
-        with server.workspace._lock:
+        with server.workspace.lock:
             done = list(server.sql.queries.completed(int(since_ms), int(now_ms)))
             loads = server.sql.queries.loads
             active = defaultdict(int)

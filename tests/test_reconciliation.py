@@ -44,7 +44,7 @@ def test_a_closed_hour_reconciles_to_zero_except_the_runs_the_api_hid():
         assert len([k for k in differences if k[0] == "queries"]) >= 2
 
         hidden: dict[tuple, int] = {}
-        for run in server.workspace._runs:
+        for run in server.workspace.job_set.runs:
             if (str(run.job.job_id) in hidden_jobs and run.start_ms > scenario_start_ms
                     and start * 1000 <= run.end_ms < (start + HOUR) * 1000):
                 key = ("jobs", str(run.job.job_id), run.label)

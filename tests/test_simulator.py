@@ -22,7 +22,8 @@ from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import InvalidParameterValue, NotFound, Unauthenticated
 from databricks.sdk.service.compute import ListClustersFilterBy, State
 
-from databricks_sim import SimulatedWorkspace, SimulatorServer, run_result_label
+from databricks_sim import SimulatedWorkspace, SimulatorServer
+from databricks_sim.truth import Ledger
 
 pytestmark = pytest.mark.integration
 
@@ -240,7 +241,7 @@ def test_active_and_completed_filters(w, server, paused):
     assert active, "a workspace with per-minute jobs always has something running"
     assert all(r.state.life_cycle_state.value in ACTIVE and r.end_time == 0 for r in active)
     # Complete as well as correct: every unfinished run of the unfiltered list is there.
-    recent = int(server.workspace.now() * 1000) - server.workspace._max_run_span_ms - 60_000
+    recent = int(server.workspace.now() * 1000) - server.workspace.job_set.max_run_span_ms - 60_000
     unfinished = {r.run_id for r in w.jobs.list_runs(start_time_from=recent) if r.end_time == 0}
     assert {r.run_id for r in active} == unfinished
     since = int((server.workspace.now() - 1800) * 1000)
@@ -255,7 +256,7 @@ def test_run_shapes_match_the_api(server, w):
     """Find one run of each interesting kind in the model and read it back through the SDK."""
     ws = server.workspace
     now = ws.now_ms()
-    done = [r for r in ws._runs if r.end_ms <= now]
+    done = [r for r in ws.job_set.runs if r.end_ms <= now]
 
     def fetch(pred):
         run = next(r for r in reversed(done) if pred(r))
@@ -388,7 +389,7 @@ def test_truth_matches_an_independent_count_through_the_sdk(server, w, paused):
     truth = requests.get(f"{server.url}/simulator/truth", params={"since": since}).json()
     assert truth["now"] == pytest.approx(now, abs=0.01)
     # Any run that ended after `since` started at most one maximum run span earlier.
-    start_from = int(since * 1000) - ws._max_run_span_ms - 60_000
+    start_from = int(since * 1000) - ws.job_set.max_run_span_ms - 60_000
     counted: dict[str, Counter] = {}
     for run in w.jobs.list_runs(completed_only=True, start_time_from=start_from):
         if run.end_time >= since * 1000:
@@ -412,6 +413,27 @@ def test_pause_freezes_the_world_and_resume_continues(server):
     after = requests.get(f"{url}/simulator/truth", params={"since": 0}).json()
     # Simulated time resumes where it stopped instead of jumping over the pause.
     assert first["now"] < after["now"] < first["now"] + 1.0
+
+
+def test_the_ledger_counts_what_ended_inside_the_window_in_whatever_order_it_was_recorded():
+    ledger = Ledger()
+    ledger.job_run_ended(1, 11, 5_000, "SUCCESS")
+    ledger.job_run_ended(2, 21, 1_000, "FAILED")
+    ledger.job_run_ended(1, 12, 9_000, "SKIPPED")      # planned ahead: it ends after both windows
+    ledger.job_run_ended(1, 13, 2_000, "SUCCESS")
+    assert ledger.job_runs(1_000, 5_000) == {"total": 3, "by_job": {"1": {"SUCCESS": 2}, "2": {"FAILED": 1}}}
+    assert ledger.job_runs(1_001, 4_999) == {"total": 1, "by_job": {"1": {"SUCCESS": 1}}}
+    ledger.pipeline_update_ended("p1", "u1", 3_000, "FAILED", "SCHEDULED")
+    ledger.expectation_records("p1", "orders", "valid_id", 3_000, 90, 10)
+    ledger.expectation_records("p1", "orders", "valid_id", 2_500, 5, 0)
+    ledger.dropped_records("p1", "orders", 3_000, 10)
+    ledger.flow_output_rows("p1", "orders", 3_000, 80)
+    assert ledger.pipelines(2_600, 3_000) == {
+        "pipeline_updates": {"total": 1, "by_state": {"FAILED": 1}, "by_pipeline": {"p1": {"FAILED": 1}},
+                             "by_cause": {"SCHEDULED": {"FAILED": 1}}},
+        "pipeline_expectation_records": {"by_outcome": {"passed": 90, "failed": 10},
+                                         "by_pipeline": {"p1": {"orders": {"valid_id": {"passed": 90, "failed": 10}}}}},
+        "pipeline_dropped_records": {"p1": {"orders": 10}}, "pipeline_flow_output_rows": {"p1": {"orders": 80}}}
 
 
 def test_the_world_keeps_moving_with_the_clock():
@@ -443,7 +465,8 @@ def test_the_world_keeps_moving_with_the_clock():
     for run in old:
         final = ws.get_run(run["run_id"])
         assert final["end_time"] > 0 and final["state"]["life_cycle_state"] not in ACTIVE
-        assert run_result_label(final["state"])
+        # A finished run carries a result_state, except the two terminal life cycle states that end without one.
+        assert final["state"].get("result_state") or final["state"]["life_cycle_state"] in ("SKIPPED", "INTERNAL_ERROR")
 
 
 def _snapshot(ws: SimulatedWorkspace) -> str:

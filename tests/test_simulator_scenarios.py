@@ -73,8 +73,8 @@ def test_a_job_failure_storm_fails_every_run_of_its_jobs_while_it_lasts_and_the_
     runs = [r for j in ws.jobs if str(j.job_id) in targets for r in j.runs if r.start_ms > T0 * 1000]
     during = [r for r in runs if r.start_ms <= (T0 + 900) * 1000]
     after = [r for r in runs if r.start_ms > (T0 + 900) * 1000]
-    assert len(during) >= 10 and all(r.label == "FAILED" for r in during)
-    assert any(r.label == "SUCCESS" for r in after)           # the storm is over
+    assert len(during) >= 10 and all(r.result == "FAILED" for r in during)
+    assert any(r.result == "SUCCESS" for r in after)           # the storm is over
     for job_id in targets:
         failed_during = sum(1 for r in during if str(r.job.job_id) == job_id and r.end_ms <= (T0 + 1800) * 1000)
         assert truth[job_id].get("FAILED", 0) >= failed_during > before.get(job_id, {}).get("FAILED", 0)
@@ -179,7 +179,7 @@ def test_scenarios_are_deterministic_whenever_the_data_is_read():
                     service.tables.refresh(ws.now_ms())
             ws.list_runs(limit=1)
             ws.pipelines._now()
-            runs = [(r.run_id, r.label) for r in ws._runs if r.start_ms > T0 * 1000 and r.end_ms <= ws.now_ms()]
+            runs = [(r.run_id, r.outcome) for r in ws.job_set.runs if r.start_ms > T0 * 1000 and r.end_ms <= ws.now_ms()]
             events = [(p.pipeline_id, e[0], e[3], json.dumps(e[6], sort_keys=True)) for p in ws.pipelines.pipelines
                       for e in p.events if T0 * 1000 < e[0] <= ws.now_ms()]
             nodes = service.tables.execute("SELECT cluster_id, instance_id, start_time, cpu_user_percent, "

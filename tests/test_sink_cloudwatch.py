@@ -24,7 +24,8 @@ from databricks_exporter.config import ConfigError, load
 from databricks_exporter.sinks import SINKS
 from databricks_exporter.sinks.cloudwatch import (DEFAULT_INCLUDE, MAX_REQUEST_BYTES,
                                                    CloudWatchSink, cloudwatch_unit, default_gauge_aggregation)
-from databricks_exporter.store import Cycle, MetricStore
+from databricks_exporter.cycle import Cycle
+from databricks_exporter.store import MetricStore
 
 from conftest import fast_config, free_port, wait_for
 

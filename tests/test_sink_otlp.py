@@ -20,7 +20,8 @@ from databricks_exporter.collectors import COLLECTORS
 from databricks_exporter.config import ConfigError, load
 from databricks_exporter.sinks import SINKS, start_sinks
 from databricks_exporter.sinks.otlp import OtlpSink, grpc_available
-from databricks_exporter.store import Cycle, MetricStore
+from databricks_exporter.cycle import Cycle
+from databricks_exporter.store import MetricStore
 
 from conftest import fast_config, wait_for
 

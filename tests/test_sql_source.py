@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-from databricks.sql.exc import ServerOperationError
 from sql_helpers import (  # noqa: F401 (clock and server are fixtures)
     clock, collector, connected, run_cycle, samples, server, warehouse_in,
 )
@@ -18,6 +17,7 @@ from databricks_exporter import metrics as m
 from databricks_exporter.collectors import COLLECTORS
 from databricks_exporter.collectors.system_tables import SystemTableCollector
 from databricks_exporter.sources.sql import SqlSource, literal
+from databricks_exporter.sources.errors import StatementRejected
 from databricks_exporter.store import MetricStore
 
 pytestmark = pytest.mark.integration
@@ -39,7 +39,7 @@ def test_pat_credentials_from_the_sdk_run_sql_and_every_statement_is_counted(ser
     source = workspace.sql
     assert isinstance(source, SqlSource) and source.warehouse_running()
     assert source.query("SELECT 1 AS one", "test") == [{"one": 1}]
-    with pytest.raises(ServerOperationError):
+    with pytest.raises(StatementRejected):
         source.query("SELECT * FROM system.billing.missing", "test")
     assert value(store, "databricks_exporter_sql_queries_total", collector="test", outcome="success") == 1
     assert value(store, "databricks_exporter_sql_queries_total", collector="test", outcome="error") == 1

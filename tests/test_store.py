@@ -1,12 +1,18 @@
 """Unit tests for the metric store: cycles apply atomically, counters persist, damaged state files are survived."""
 
+import json
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
 from databricks_exporter import metrics as m
+from databricks_exporter.cardinality import CardinalityGuard
+from databricks_exporter.cycle import Cycle
 from databricks_exporter.exposition import Renderer
-from databricks_exporter.store import Cycle, MetricStore, write_atomically
+from databricks_exporter.files import write_atomically
+from databricks_exporter.store import MetricStore
 
 
 def committed(store, owner="1/jobs", state=None, **emits):
@@ -109,32 +115,59 @@ def test_exposition_is_cached_until_the_store_changes():
     assert om.endswith(b"# EOF\n") and b"# TYPE databricks_job_runs counter" in om
 
 
-def test_cardinality_guard_folds_new_entities_into_other_and_keeps_totals():
-    from databricks_exporter.store import CardinalityGuard
+def jobs_cycle(jobs):
+    cycle = Cycle("1")
+    for job in jobs:
+        cycle.gauge(m.JOB_INFO, 1, job_id=job, job_name=f"job {job}", schedule_paused="false")
+        cycle.inc(m.JOB_RUNS, job_id=job, result_state="SUCCESS", trigger="PERIODIC")
+        cycle.count_gauge(m.JOB_RUNS_ACTIVE, job_id=job, state="RUNNING")
+    return cycle
 
+
+def test_cardinality_guard_folds_new_entities_into_other_and_keeps_totals():
     store = MetricStore()
     guard = CardinalityGuard(limit=6)
     state: dict = {}
 
-    def cycle_for(jobs):
-        cycle = Cycle("1")
-        for job in jobs:
-            cycle.gauge(m.JOB_INFO, 1, job_id=job, job_name=f"job {job}", schedule_paused="false")
-            cycle.inc(m.JOB_RUNS, job_id=job, result_state="SUCCESS", trigger="PERIODIC")
-            cycle.count_gauge(m.JOB_RUNS_ACTIVE, job_id=job, state="RUNNING")
-        return cycle
-
-    assert store.commit("1/jobs", cycle_for(["a", "b"]), state, guard) == 0
-    folded = store.commit("1/jobs", cycle_for(["a", "b", "c", "d"]), state, guard)
+    assert store.commit("1/jobs", jobs_cycle(["a", "b"]), state, guard) == 0
+    folded = store.commit("1/jobs", jobs_cycle(["a", "b", "c", "d"]), state, guard)
     assert folded == 6                                   # c and d: 3 series each
     runs = {values[1]: v for f in store.families() if f.metric is m.JOB_RUNS for values, v in f.samples}
     assert runs == {"a": 2, "b": 2, "_other": 2}         # the total (6 runs) is intact
     info = {values[1] for f in store.families() if f.metric is m.JOB_INFO for values, _ in f.samples}
     assert info == {"a", "b"}                            # info gauges of folded jobs are dropped
     assert store.value("databricks_job_runs_active", workspace_id="1", job_id="_other", state="RUNNING") == 2
-    assert state["admitted_entities"] == ["a", "b"]
+    assert store.admitted("1/jobs") == ["a", "b"] and "admitted_entities" not in state
     # admitted jobs keep their place; with more room, the waiting job gets its own series from now on
-    assert store.commit("1/jobs", cycle_for(["a", "b", "d"]), state, CardinalityGuard(limit=12)) == 0
-    assert state["admitted_entities"] == ["a", "b", "d"]
+    assert store.commit("1/jobs", jobs_cycle(["a", "b", "d"]), state, CardinalityGuard(limit=12)) == 0
+    assert store.admitted("1/jobs") == ["a", "b", "d"]
     assert store.value("databricks_job_runs_total", workspace_id="1", job_id="d", result_state="SUCCESS",
                        trigger="PERIODIC") == 1
+
+
+def test_a_state_file_with_the_admitted_entities_in_the_collector_state_loses_nothing(tmp_path):
+    # Written by the store of 6d7988f, before the guard had a key of its own, with the first two commits of the test
+    # above (and a cursor in the state): jobs a and b admitted, c and d folded into "_other", the list inside the
+    # jobs collector's state.
+    path = tmp_path / "state.json"
+    shutil.copy(Path(__file__).parent / "fixtures" / "state-v1-admitted-in-collector.json", path)
+    store = MetricStore(str(path))
+    assert store.load() == f"state loaded from {path}"
+    assert store.admitted("1/jobs") == ["a", "b"]
+    assert store.state("1/jobs") == {"counting_since": 1700000000.0,
+                                     "runs": {"watermark": 1700000000000, "seen": {"11": 1700000000000}}}
+
+    def runs():
+        return {values[1]: v for f in store.families() if f.metric is m.JOB_RUNS for values, v in f.samples}
+
+    assert runs() == {"a": 2, "b": 2, "_other": 2}
+    # Room for two jobs besides "_other": a and b keep theirs, as admitted before; job 0, new (and first by name),
+    # folds. Had the list been lost, 0 and a would have been admitted and b folded.
+    assert store.commit("1/jobs", jobs_cycle(["0", "a", "b"]), store.state("1/jobs"), CardinalityGuard(7)) == 3
+    assert runs() == {"a": 3, "b": 3, "_other": 3}
+    saved = json.loads(path.read_text())
+    assert saved["admitted_entities"] == {"1/jobs": ["a", "b"]}
+    assert "admitted_entities" not in saved["collectors"]["1/jobs"]
+    restarted = MetricStore(str(path))
+    restarted.load()
+    assert restarted.admitted("1/jobs") == ["a", "b"]

@@ -16,7 +16,8 @@ from .config import ConfigError, Settings, _listen_address, load, parse_duration
 from .engine import Engine, Workspace, describe_error
 from .exposition import Renderer
 from .sinks import SINKS, start_sinks
-from .sources import rest
+from .sources.errors import Forbidden
+from .sources.rest import RestSource
 from .store import MetricStore
 from .webconfig import WebConfig, load_web_config
 
@@ -167,20 +168,18 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _validate_workspaces(settings: Settings) -> None:
     """Fail at start, with exit code 2, when a workspace has no usable credential, cannot be reached, or rejects
     the credential: these are configuration mistakes. Once running, the same failures are only collector failures."""
-    from databricks.sdk.errors import PermissionDenied, Unauthenticated
-
     for index, workspace in enumerate(settings.workspaces):
         where = f"{settings.source}: workspaces[{index}]" if settings.source != "<defaults>" else "environment"
         try:
-            client = rest.make_client(workspace, retry_timeout=STARTUP_RETRY_SECONDS)
+            source = RestSource.connect(workspace, retry_timeout=STARTUP_RETRY_SECONDS)
         except ValueError as exc:
             raise ConfigError(f"{where}: no usable credential for {workspace.host or 'the host'} "
                               f"({logs.REDACT(describe_error(exc))}); give a token (DATABRICKS_TOKEN), an OAuth "
                               f"client_id and client_secret, or a profile") from None
         try:
-            rest.resolve_workspace_id(client, workspace)
-            client.current_user.me()
-        except (Unauthenticated, PermissionDenied) as exc:
+            source.workspace_id(workspace)
+            source.current_user()
+        except Forbidden as exc:
             raise ConfigError(f"{where}.token: the workspace {workspace.host} rejected the credential "
                               f"({logs.REDACT(describe_error(exc))})") from None
         except Exception as exc:  # noqa: BLE001 - anything else means the host cannot be used
@@ -240,9 +239,9 @@ def cmd_check(settings: Settings) -> int:
         workspace = Workspace(workspace_settings, MetricStore())
         try:
             workspace.connect()
-            client, workspace_id = workspace.client, workspace.workspace_id
-            user = client.current_user.me()
-            print(f"  connected: workspace_id {workspace_id}, as {user.user_name or user.display_name}")
+            user = workspace.rest.current_user()
+            print(f"  connected: workspace_id {workspace.workspace_id}, as "
+                  f"{user.get('userName') or user.get('displayName')}")
         except Exception as exc:  # noqa: BLE001
             print(f"  FAILED to connect: {logs.REDACT(describe_error(exc))}")
             ok = False
@@ -277,6 +276,7 @@ def demo_collectors(settings: Settings) -> None:
                 collector.timeout = max(collector.interval, 10.0)
         collector.options.update({key: copy.deepcopy(value) for key, value in section.items() if key != "interval"})
         spec.validate_options(collector.options, lambda message, key: ConfigError(f"demo {name}.{key}: {message}"))
+        collector.validated = True
 
 
 def _simulator_server():

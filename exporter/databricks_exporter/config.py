@@ -27,6 +27,7 @@ class CollectorSettings:
     interval: float
     timeout: float
     options: dict[str, Any] = field(default_factory=dict)
+    validated: bool = False        # the collector's validate_options has typed the options
 
 
 @dataclass
@@ -286,8 +287,9 @@ def load(path: str | None, collector_specs: dict[str, Any], sink_specs: dict[str
         )
         section.finish()
         # Structured options (budgets, discounts) are checked by the collector itself, named by file and key.
-        if settings.collectors[name].enabled and hasattr(spec, "validate_options"):
+        if settings.collectors[name].enabled:
             spec.validate_options(settings.collectors[name].options, section.error)
+            settings.collectors[name].validated = True
     collectors.finish()
 
     sinks = top.child("sinks")

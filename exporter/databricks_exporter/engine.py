@@ -14,8 +14,10 @@ from . import __version__
 from . import metrics as m
 from .collectors import COLLECTORS, Collector
 from .config import Settings, WorkspaceSettings
-from .sources import rest
-from .store import CardinalityGuard, Cycle, MetricStore, label_values
+from .sources.rest import RestSource
+from .cardinality import CardinalityGuard
+from .cycle import Cycle, label_values
+from .store import MetricStore
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +45,13 @@ class CollectorStatus:
 
 
 class Workspace:
-    """One watched workspace: its client and, once connected, its id."""
+    """One watched workspace: its REST source and, once connected, its id and its SQL source. It is also where both
+    sources report their requests (RequestLog), counted here into the store, which the sources never see."""
 
     def __init__(self, settings: WorkspaceSettings, store: MetricStore):
         self.settings = settings
         self.store = store
-        self.client = None
+        self.rest: RestSource | None = None
         self.workspace_id: str | None = None
         self.connect_error = ""
         self._sql = None
@@ -59,25 +62,35 @@ class Workspace:
         return self.workspace_id or self.settings.workspace_id or self.settings.name
 
     def connect(self) -> None:
-        client = rest.make_client(self.settings)
-        workspace_id = rest.resolve_workspace_id(client, self.settings)
-        rest.count_requests(client, self._record_request)
-        self.client, self.workspace_id, self.connect_error = client, workspace_id, ""
+        source = RestSource.connect(self.settings)
+        workspace_id = source.workspace_id(self.settings)
+        source.report_to(self)
+        self.rest, self.workspace_id, self.connect_error = source, workspace_id, ""
         self.store.set_gauges(f"workspace/{self.settings.name}", {m.WORKSPACE_INFO: {
             label_values(m.WORKSPACE_INFO, {"workspace_id": workspace_id, "workspace_name": self.settings.name,
-                                            "host": client.config.host}): 1.0}})
+                                            "host": source.host}): 1.0}})
 
     @property
     def sql(self):
         """The SQL source for system tables, created on first use (only SQL collectors need it)."""
         if self._sql is None:
             from .sources.sql import SqlSource
-            self._sql = SqlSource(self.client, self.settings, self.store)
+            self._sql = SqlSource(self.rest, self.settings, self)
         return self._sql
 
-    def _record_request(self, endpoint: str, status_code: str) -> None:
+    # -- RequestLog
+
+    def api_request(self, endpoint: str, status_code: str) -> None:
         self.store.inc(m.API_REQUESTS, {"workspace_id": self.label, "endpoint": endpoint,
                                         "status_code": status_code})
+
+    def sql_statement(self, collector: str, outcome: str, seconds: float | None) -> None:
+        labels = {"workspace_id": self.label, "collector": collector}
+        self.store.inc(m.SQL_QUERIES, {**labels, "outcome": outcome})
+        if seconds is not None:
+            self.store.observe(m.SQL_QUERY_DURATION, labels, seconds)
+            if self._sql is not None and self._sql.dbu_per_hour:
+                self.store.inc(m.SQL_ESTIMATED_DBUS, labels, seconds * self._sql.dbu_per_hour / 3600)
 
 
 class Engine:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from prometheus_client.utils import floatToGoString
 
 from . import metrics as m
-from .store import Family, MetricStore
+from .cycle import Family
+from .store import MetricStore
 
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"

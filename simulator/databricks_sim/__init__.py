@@ -4,6 +4,6 @@ The exporter never imports this package; it is only pointed at the simulator's U
 """
 
 from .server import SimulatorServer, run
-from .workspace import SimulatedWorkspace, run_result_label
+from .workspace import SimulatedWorkspace
 
-__all__ = ["SimulatedWorkspace", "SimulatorServer", "run", "run_result_label"]
+__all__ = ["SimulatedWorkspace", "SimulatorServer", "run"]

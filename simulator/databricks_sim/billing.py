@@ -16,10 +16,10 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
-from .workspace import DAY_MS, HOUR_MS, MINUTE_MS, _hex, _int
+from .common import DAY_MS, HOUR_MS, MINUTE_MS, stable_hex, stable_int
 
 Q4 = Decimal("0.0001")
 ZERO = Decimal(0)
@@ -70,7 +70,7 @@ def day_of(ms: int) -> str:
 
 
 def _uuid(*parts) -> str:
-    h = _hex(*parts, n=32)
+    h = stable_hex(*parts, n=32)
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
@@ -105,24 +105,6 @@ class UsageRow:
     visible_ms: int
 
 
-@dataclass
-class DayTruth:
-    dbus: Decimal = ZERO
-    cost: Decimal = ZERO
-    visible_ms: int = 0
-    restated: bool = False
-    by_sku: dict = field(default_factory=dict)
-    by_product: dict = field(default_factory=dict)
-    by_job: dict = field(default_factory=dict)
-    by_warehouse: dict = field(default_factory=dict)
-    by_pipeline: dict = field(default_factory=dict)
-    by_tag: dict = field(default_factory=dict)
-
-
-def _add(table: dict, key, amount: Decimal) -> None:
-    table[key] = table.get(key, ZERO) + amount
-
-
 class BillingModel:
     """Hourly usage of the simulated workspace (and a small sibling workspace of the same account)."""
 
@@ -133,7 +115,7 @@ class BillingModel:
         self.sibling_id = str(ws.workspace_id + 1)
         self.lag_ms = int(lag_ms)
         self.correction_delay_ms = int(correction_delay_ms)
-        self.anchor_day_ms = int(ws._start * 1000) // DAY_MS * DAY_MS
+        self.anchor_day_ms = int(ws.start_s * 1000) // DAY_MS * DAY_MS
         self.start_ms = self.anchor_day_ms - history_days * DAY_MS
         self.world_start_ms = ws.world_start_ms
         self.generated_until_ms = self.start_ms
@@ -147,7 +129,6 @@ class BillingModel:
             self.prices[sku] = [(start, points[i + 1][0] if i + 1 < len(points) else None, price)
                                 for i, (start, price) in enumerate(points)]
         self.price_change_days = {day_of(start) for segments in self.prices.values() for start, _, _ in segments[1:]}
-        self.truth_days: dict[str, dict[str, DayTruth]] = {self.workspace_id: {}, self.sibling_id: {}}
         self._billables: dict[str, Billable] = {}
         self._undrained: list[UsageRow] = []
         self._pipeline_ids = self._pipeline_id_map()
@@ -210,7 +191,7 @@ class BillingModel:
     def _job_rate(self, job) -> float:
         """DBUs per hour of one run of the job."""
         if job.compute == "serverless":
-            return 2 + _int(self.ws.seed, "serverless-dbu", job.job_id, bound=80) / 10
+            return 2 + stable_int(self.ws.seed, "serverless-dbu", job.job_id, bound=80) / 10
         spec = job.cluster_spec
         factor = PHOTON_FACTOR if spec.runtime_engine == "PHOTON" else 1.0
         return (spec.num_workers + 1) * NODE_DBU[spec.node_type_id] * factor
@@ -259,7 +240,7 @@ class BillingModel:
                 {"run_as": "sibling@example.com"})), 6.0 + 3 * i, 0.5))
         out.append((self._billable("sibling-warehouse", lambda: Billable(
             "sibling-warehouse", self.sibling_id, SKU_SQL_PRO, "SQL", {"team": "sibling-team"},
-            {"warehouse_id": _hex(self.ws.seed, "sibling-warehouse", n=16)},
+            {"warehouse_id": stable_hex(self.ws.seed, "sibling-warehouse", n=16)},
             {"sql_tier": "PRO", "is_serverless": False, "is_photon": True}, {})), 24.0, 0.6))
         return out
 
@@ -297,7 +278,7 @@ class BillingModel:
             self._world(add, max(a, self.world_start_ms), b)
         for billable, dbus, share in self._sibling_billables():
             for hour in range(a, b, HOUR_MS):
-                if _int(self.ws.seed, billable.key, hour, bound=1000) < share * 1000:
+                if stable_int(self.ws.seed, billable.key, hour, bound=1000) < share * 1000:
                     add(billable, hour, hour + HOUR_MS, dbus)
         self.generated_until_ms = b
 
@@ -336,10 +317,10 @@ class BillingModel:
     def _records(self, billable: Billable, hour: int, quantity: Decimal) -> list[UsageRow]:
         end = hour + HOUR_MS
         if not billable.spread:
-            billable.spread = _int(self.ws.seed, billable.key, "spread", bound=1 << 40) + 1
+            billable.spread = stable_int(self.ws.seed, billable.key, "spread", bound=1 << 40) + 1
         visible = end + self.lag_ms + (billable.spread + hour // HOUR_MS) % 20 * MINUTE_MS
         restated = (hour // DAY_MS in self._restated_day_index
-                    and _int(self.ws.seed, billable.key, hour // DAY_MS, "restate", bound=3) == 0)
+                    and stable_int(self.ws.seed, billable.key, hour // DAY_MS, "restate", bound=3) == 0)
         # Unique and stable without a hash per record: the billable's number, the hour and the record type.
         rid = lambda kind: str(uuid.UUID(int=(billable.spread << 80) | (hour // HOUR_MS << 8) | kind))  # noqa: E731
         if restated:
@@ -352,20 +333,11 @@ class BillingModel:
 
     def _account(self, billable: Billable, day_index: int, quantity: Decimal, price: Decimal, visible: int,
                  restated: bool) -> None:
-        day = self.truth_days[billable.workspace_id].setdefault(day_of(day_index * DAY_MS), DayTruth())
-        cost = quantity * price
-        day.dbus += quantity
-        day.cost += cost
-        day.visible_ms = max(day.visible_ms, visible)
-        day.restated = day.restated or restated
-        _add(day.by_sku, billable.sku, cost)
-        _add(day.by_product, billable.product, cost)
-        for attribute, table in (("job_id", day.by_job), ("warehouse_id", day.by_warehouse),
-                                 ("dlt_pipeline_id", day.by_pipeline)):
-            if billable.meta.get(attribute):
-                _add(table, billable.meta[attribute], cost)
-        for key in TAG_KEYS_TRUTH:
-            _add(day.by_tag.setdefault(key, {}), billable.tags.get(key, ""), cost)
+        self.ws.ledger.billed(
+            billable.workspace_id, day_of(day_index * DAY_MS), quantity, quantity * price, visible, restated,
+            sku=billable.sku, product=billable.product, job_id=billable.meta.get("job_id"),
+            warehouse_id=billable.meta.get("warehouse_id"), pipeline_id=billable.meta.get("dlt_pipeline_id"),
+            tags={key: billable.tags.get(key, "") for key in TAG_KEYS_TRUTH})
 
     def _backfill(self, add, a: int, b: int) -> None:
         """Expected load, hour by hour, of every billable entity before the world's detailed history begins."""
@@ -379,7 +351,7 @@ class BillingModel:
             for hour in range(a // HOUR_MS * HOUR_MS, b, HOUR_MS):
                 runs = self._fires_in_hour(job, hour)
                 if runs:
-                    noise = 0.8 + _int(seed, "noise", job.job_id, hour, bound=400) / 1000
+                    noise = 0.8 + stable_int(seed, "noise", job.job_id, hour, bound=400) / 1000
                     add(billable, max(hour, a), min(hour + HOUR_MS, b), rate * runs * run_ms / HOUR_MS * noise)
         for cluster in self.ws.clusters:
             if cluster.spec.source == "SQL":
@@ -387,8 +359,9 @@ class BillingModel:
             billable = self._cluster_billable(cluster)
             lo, hi = cluster.spec.autoscale or (cluster.spec.num_workers, cluster.spec.num_workers)
             for hour in range(a // HOUR_MS * HOUR_MS, b, HOUR_MS):
-                if _int(seed, "active", cluster.spec.cluster_id, hour, bound=1000) < self._active_share(cluster, hour):
-                    workers = lo + _int(seed, "workers", cluster.spec.cluster_id, hour, bound=hi - lo + 1)
+                share = self._active_share(cluster, hour)
+                if stable_int(seed, "active", cluster.spec.cluster_id, hour, bound=1000) < share:
+                    workers = lo + stable_int(seed, "workers", cluster.spec.cluster_id, hour, bound=hi - lo + 1)
                     add(billable, max(hour, a), min(hour + HOUR_MS, b), self._cluster_rate(cluster, workers))
         for warehouse in self.ws.warehouses:
             billable = self._warehouse_billable(warehouse)
@@ -396,8 +369,8 @@ class BillingModel:
             for hour in range(a // HOUR_MS * HOUR_MS, b, HOUR_MS):
                 hod = hour % DAY_MS // HOUR_MS
                 share = 1000 if warehouse.always_on else (550 if 7 <= hod < 19 else 120)
-                if _int(seed, "active", warehouse.id, hour, bound=1000) < share:
-                    clusters = warehouse.min_clusters + _int(seed, "clusters", warehouse.id, hour, bound=span)
+                if stable_int(seed, "active", warehouse.id, hour, bound=1000) < share:
+                    clusters = warehouse.min_clusters + stable_int(seed, "clusters", warehouse.id, hour, bound=span)
                     add(billable, max(hour, a), min(hour + HOUR_MS, b),
                         WAREHOUSE_DBU[warehouse.cluster_size] * clusters)
 
@@ -421,8 +394,8 @@ class BillingModel:
     def _world(self, add, a: int, b: int) -> None:
         """The detailed history: job runs, cluster sessions and warehouse sessions as the REST API shows them."""
         ws = self.ws
-        runs = ws._runs
-        lo = bisect.bisect_left(runs, (a - ws._max_run_span_ms - 1, 0), key=lambda r: (r.start_ms, r.run_id))
+        runs = ws.job_set.runs
+        lo = bisect.bisect_left(runs, (a - ws.job_set.max_run_span_ms - 1, 0), key=lambda r: (r.start_ms, r.run_id))
         for run in runs[lo:]:
             if run.start_ms >= b:
                 break
@@ -449,7 +422,8 @@ class BillingModel:
     def truth(self, now_ms: int) -> dict:
         """True DBUs and list cost per UTC day and workspace; `complete` once every record of the day is visible."""
         out = {}
-        for workspace_id, days in self.truth_days.items():
+        for workspace_id in (self.workspace_id, self.sibling_id):
+            days = self.ws.ledger.billed_days(workspace_id)
             rendered = {}
             for day, t in sorted(days.items()):
                 day_end = int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.timezone.utc).timestamp() * 1000) \

@@ -6,7 +6,7 @@ Like the rest of the simulated workspace, each pipeline is a pure function of (s
 its own random stream strictly in time order and is generated lazily, in chunks (a whole triggered update, or ten
 minutes of a continuous one), when a request reaches past what exists. Every read filters on timestamp <= now.
 
-Semantics the exporter shares (see /simulator/truth):
+Event-log semantics a client can rely on (the ledger in truth.py records each fact as it is generated):
 - An update is *completed* when its terminal update_progress event (COMPLETED, FAILED or CANCELED) is in the event
   log; it counts at that event's timestamp. UpdateInfo.state turns terminal at the same instant.
 - Every flow_progress event that carries `metrics` or `data_quality` reports the work done since the flow's previous
@@ -36,7 +36,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from .workspace import (
+from .common import (
     DAY_MS,
     HOUR_MS,
     MINUTE_MS,
@@ -44,13 +44,13 @@ from .workspace import (
     SERVICE_PRINCIPAL,
     USERS,
     ApiError,
-    _hex,
-    _randint,
     decode_page_token,
     does_not_exist,
     encode_page_token,
+    fast_randint,
     invalid_parameter,
     make_cluster_id,
+    stable_hex,
 )
 
 TERMINAL_UPDATE_STATES = ("COMPLETED", "FAILED", "CANCELED")
@@ -83,7 +83,7 @@ def parse_iso_ms(text: str) -> int:
 
 
 def _uuid(*parts) -> str:
-    h = _hex(*parts, n=32)
+    h = stable_hex(*parts, n=32)
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
@@ -251,7 +251,7 @@ class SimPipeline:
         # events: (ts, seq, level, event_type, update_id, flow index or -1, details, message, error)
         self.events: list[tuple] = []
         self.event_ts: list[int] = []
-        self.id_prefix = _hex(ws.seed, self.pipeline_id, "events", n=16)
+        self.id_prefix = stable_hex(ws.seed, self.pipeline_id, "events", n=16)
         self.seq = 0
         # Generation state.
         self.next_ms = ws.world_start_ms + rng.randint(0, max(1, spec.period_min) * MINUTE_MS)
@@ -365,6 +365,7 @@ class SimPipeline:
                       f"Update {update.update_id[:6]} is {state}.", err))
         if state in TERMINAL_UPDATE_STATES:
             update.end_ms = at
+            self.ws.ledger.pipeline_update_ended(self.pipeline_id, update.update_id, at, state, update.cause)
 
     def _cluster_resources(self, update: Update, chunk: list, at: int, utilization: float | None = None,
                            pressure: float = 0.0) -> None:
@@ -406,11 +407,11 @@ class SimPipeline:
         if flow.backlog:
             records_in = self._backlog_step(at, seconds)
         else:
-            records_in = _randint(rng, *flow.rows)
+            records_in = fast_randint(rng, *flow.rows)
         failed_by: list[tuple[Expectation, int]] = []
         for exp in flow.expectations:
             if exp.action == "fail":
-                failed = 1 + _randint(rng, 0, 3) if status == "FAILED" else 0
+                failed = 1 + fast_randint(rng, 0, 3) if status == "FAILED" else 0
             else:
                 rate = self.ws.scenarios.apply("expectation_fail_rate", self.generating_ms, self._fail_rate(exp, at),
                                                self, exp)
@@ -420,7 +421,7 @@ class SimPipeline:
         metrics: dict = {"num_output_rows": records_in - dropped if status != "FAILED" else 0}
         if flow.cdc:
             metrics["num_upserted_rows"] = metrics["num_output_rows"]
-            metrics["num_deleted_rows"] = _randint(rng, 0, max(1, records_in // 50))
+            metrics["num_deleted_rows"] = fast_randint(rng, 0, max(1, records_in // 50))
         if flow.streaming:
             metrics.update(self._backlog_metrics(flow, rng))
             metrics = self.ws.scenarios.apply("flow_metrics", self.generating_ms, metrics, self, flow, at)
@@ -431,6 +432,12 @@ class SimPipeline:
                 "dropped_records": dropped,
                 "expectations": [{"name": exp.name, "dataset": flow.name, "passed_records": records_in - n,
                                   "failed_records": n} for exp, n in failed_by]}
+        ledger = self.ws.ledger
+        ledger.flow_output_rows(self.pipeline_id, flow.name, at, metrics["num_output_rows"])
+        if "data_quality" in details["flow_progress"]:
+            ledger.dropped_records(self.pipeline_id, flow.name, at, dropped)
+            for exp, n in failed_by:
+                ledger.expectation_records(self.pipeline_id, flow.name, exp.name, at, records_in - n, n)
         level = "ERROR" if status == "FAILED" else "METRICS"
         self.flow_last_ms[k] = at
         err = None
@@ -446,7 +453,7 @@ class SimPipeline:
             out = {"backlog_bytes": records * 420, "backlog_records": records,
                    "backlog_seconds": round(self.backlog / self.capacity, 1)}
         else:
-            records = _randint(rng, 1, 400) if rng.random() < 0.25 else 0
+            records = fast_randint(rng, 1, 400) if rng.random() < 0.25 else 0
             out = {"backlog_bytes": records * 350, "backlog_records": records,
                    "backlog_seconds": round(records / 300.0, 1)}
         if flow.source == "cloudFiles":
@@ -623,7 +630,7 @@ class SimPipeline:
         until = min(self.next_ms + CHUNK_MS, self.current_end_ms)
         t = self.batch_ms
         while t + 2 * SECOND_MS < until:
-            seconds = _randint(rng, 30, 60)
+            seconds = fast_randint(rng, 30, 60)
             pressure = 0.0
             if spec.behavior == "backlog":
                 pressure = 0.15 if self.surge_phase == "growing" else (0.1 if self.surge_phase == "draining" else 0)
@@ -913,7 +920,7 @@ class PipelineSet:
             if not match:
                 raise invalid_parameter(f"Invalid filter '{filter}': only name LIKE '<pattern>' is supported here")
             pattern = re.compile("^" + ".*".join(map(re.escape, match.group(1).split("%"))) + "$", re.IGNORECASE)
-        with self.ws._lock:
+        with self.ws.lock:
             now = self._now()
             ordered = sorted(self.pipelines, key=lambda p: p.pipeline_id)
             if pattern:
@@ -927,7 +934,7 @@ class PipelineSet:
             return out
 
     def get_pipeline(self, pipeline_id: str) -> dict:
-        with self.ws._lock:
+        with self.ws.lock:
             now = self._now()
             return self._pipeline(pipeline_id).get_json(now)
 
@@ -936,7 +943,7 @@ class PipelineSet:
         size = DEFAULT_PAGE if not max_results else max_results
         if size < 0 or size > UPDATES_MAX_RESULTS:
             raise invalid_parameter(f"max_results must be between 1 and {UPDATES_MAX_RESULTS}, got {max_results}")
-        with self.ws._lock:
+        with self.ws.lock:
             now = self._now()
             pipeline = self._pipeline(pipeline_id)
             hi = bisect.bisect_right(pipeline.update_ts, now)
@@ -957,7 +964,7 @@ class PipelineSet:
             return out
 
     def get_update(self, pipeline_id: str, update_id: str) -> dict:
-        with self.ws._lock:
+        with self.ws.lock:
             now = self._now()
             pipeline = self._pipeline(pipeline_id)
             update = pipeline.updates_by_id.get(update_id)
@@ -1012,7 +1019,7 @@ class PipelineSet:
                 raise invalid_parameter(f"Invalid order_by '{orders[0]}': use 'timestamp asc' or 'timestamp desc'")
             descending, after = order == "timestamp desc", ()
         parsed = parse_filter(filter_text)
-        with self.ws._lock:
+        with self.ws.lock:
             now = self._now()
             pipeline = self._pipeline(pipeline_id)
             hi_ts = min(parsed.hi, now)
@@ -1045,49 +1052,3 @@ class PipelineSet:
     def request_log(self) -> list[dict]:
         with self._log_lock:
             return list(self.event_queries)
-
-    # -- ground truth
-
-    def truth(self, since_ms: float, now_ms: int) -> dict:
-        """Updates completed (terminal update_progress event) and expectation records reported (flow_progress
-        data_quality, per-event deltas) at or after since_ms and by now, with the exporter's rules."""
-        updates = {"total": 0, "by_state": {}, "by_pipeline": {}, "by_cause": {}}
-        expectations = {"by_outcome": {"passed": 0, "failed": 0}, "by_pipeline": {}}
-        dropped: dict[str, dict[str, int]] = {}
-        rows: dict[str, dict[str, int]] = {}
-        for pipeline in self.pipelines:
-            pipeline.extend(now_ms)
-            pid = pipeline.pipeline_id
-            for update in pipeline.updates:
-                if update.end_ms is not None and since_ms <= update.end_ms <= now_ms:
-                    state = update.terminal_state
-                    updates["total"] += 1
-                    updates["by_state"][state] = updates["by_state"].get(state, 0) + 1
-                    by = updates["by_pipeline"].setdefault(pid, {})
-                    by[state] = by.get(state, 0) + 1
-                    by_cause = updates["by_cause"].setdefault(update.cause, {})
-                    by_cause[state] = by_cause.get(state, 0) + 1
-            lo = bisect.bisect_left(pipeline.event_ts, since_ms)
-            hi = bisect.bisect_right(pipeline.event_ts, now_ms)
-            for event in pipeline.events[lo:hi]:
-                if event[3] != "flow_progress":
-                    continue
-                progress = event[6]["flow_progress"]
-                flow = pipeline.spec.flows[event[5]].name
-                if "metrics" in progress:
-                    per_flow = rows.setdefault(pid, {})
-                    per_flow[flow] = per_flow.get(flow, 0) + progress["metrics"].get("num_output_rows", 0)
-                quality = progress.get("data_quality")
-                if not quality:
-                    continue
-                per_dataset = dropped.setdefault(pid, {})
-                per_dataset[flow] = per_dataset.get(flow, 0) + quality["dropped_records"]
-                for exp in quality["expectations"]:
-                    counts = expectations["by_pipeline"].setdefault(pid, {}).setdefault(exp["dataset"], {}) \
-                        .setdefault(exp["name"], {"passed": 0, "failed": 0})
-                    counts["passed"] += exp["passed_records"]
-                    counts["failed"] += exp["failed_records"]
-                    expectations["by_outcome"]["passed"] += exp["passed_records"]
-                    expectations["by_outcome"]["failed"] += exp["failed_records"]
-        return {"pipeline_updates": updates, "pipeline_expectation_records": expectations,
-                "pipeline_dropped_records": dropped, "pipeline_flow_output_rows": rows}

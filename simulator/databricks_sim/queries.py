@@ -13,8 +13,8 @@ import bisect
 import random
 from dataclasses import dataclass
 
-from .workspace import HOUR_MS, MINUTE_MS, SECOND_MS, USERS, decode_page_token, encode_page_token, \
-    invalid_parameter, _hex
+from .common import HOUR_MS, MINUTE_MS, SECOND_MS, USERS, decode_page_token, encode_page_token, invalid_parameter, \
+    stable_hex
 
 TERMINAL = ("FINISHED", "FAILED", "CANCELED")
 STATEMENT_TYPES = [("SELECT", 70), ("INSERT", 6), ("MERGE", 5), ("SHOW", 4), ("DESCRIBE", 3), ("CREATE", 3),
@@ -34,7 +34,7 @@ MAX_QUERY_MS = 75 * MINUTE_MS
 
 
 def query_uuid(*parts) -> str:
-    h = _hex(*parts, n=32)
+    h = stable_hex(*parts, n=32)
     return f"01ef{h[4:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
@@ -89,7 +89,7 @@ class Query:
             "query_text": self.text, "user_name": self.user, "user_id": 1_000_000 + USERS.index(self.user)
             if self.user in USERS else 1_999_999, "executed_as_user_name": self.user,
             "client_application": self.client, "query_start_time_ms": self.start_ms, "is_final": final,
-            "lookup_key": _hex(self.query_id, "lookup", n=24), "spark_ui_url": "",
+            "lookup_key": stable_hex(self.query_id, "lookup", n=24), "spark_ui_url": "",
         }
         if final:
             out.update(query_end_time_ms=self.end_ms, execution_end_time_ms=self.end_ms - self.fetch_ms,
@@ -158,6 +158,7 @@ class WarehouseLoad:
             self.next_ms = t + max(1, int(self._rng.expovariate(per_ms)))
 
     def _append(self, query: Query) -> None:
+        self.log.ws.ledger.query_finished(query.warehouse_id, query.query_id, query.end_ms, query.status)
         i = bisect.bisect_right(self.keys, query.key)
         self.keys.insert(i, query.key)
         self.queries.insert(i, query)
@@ -313,12 +314,3 @@ class QueryLog:
                     break
                 if since_ms <= query.end_ms <= now_ms:
                     yield query
-
-    def truth(self, since_ms: int, now_ms: int) -> dict:
-        by_warehouse: dict[str, dict[str, int]] = {}
-        total = 0
-        for query in self.completed(since_ms, now_ms):
-            counts = by_warehouse.setdefault(query.warehouse_id, {})
-            counts[query.status] = counts.get(query.status, 0) + 1
-            total += 1
-        return {"total": total, "by_warehouse": by_warehouse}

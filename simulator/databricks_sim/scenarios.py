@@ -8,7 +8,7 @@ so an operator can practise the alerts and runbooks end to end.
 
 A scenario is one small class registered with @scenario. Where the simulator makes data it asks the active
 scenarios to change it: `ws.scenarios.apply(hook, at_ms, value, *context)` passes `value` through the method named
-`hook` of every scenario whose window covers `at_ms`. Hooks today: job_outcome (workspace.py, a run's planned
+`hook` of every scenario whose window covers `at_ms`. Hooks today: job_outcome (jobs.py, a run's planned
 outcome), node_minute (sql.py, a row of system.compute.node_timeline), expectation_fail_rate and flow_metrics
 (pipelines.py, a flow_progress batch), billing (billing.py, records to add to system.billing.usage),
 table_write (tables.py, whether a Delta table's writer commits in its slot), warehouse_query (queries.py, whether
@@ -29,7 +29,7 @@ import random
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from .workspace import DAY_MS, HOUR_MS, ApiError
+from .common import DAY_MS, HOUR_MS, ApiError
 
 SCENARIOS: dict[str, "Scenario"] = {}
 
@@ -79,8 +79,8 @@ class ScenarioSet:
 
     def start(self, name: str) -> Window:
         spec = self._scenario(name)
-        with self.ws._lock:
-            now = self.ws._now_advanced()
+        with self.ws.lock:
+            now = self.ws.now_advanced()
             current = next((w for w in self.active() if w.name == name), None)
             if current is not None:
                 return current
@@ -93,8 +93,8 @@ class ScenarioSet:
     def stop(self, name: str | None = None) -> list[Window]:
         if name is not None:
             self._scenario(name)
-        with self.ws._lock:
-            now = self.ws._now_advanced()
+        with self.ws.lock:
+            now = self.ws.now_advanced()
             ended = [w for w in self.active() if name in (None, w.name)]
             for window in ended:
                 window.end_ms = now
@@ -112,7 +112,7 @@ class ScenarioSet:
         return value
 
     def describe(self) -> dict:
-        with self.ws._lock:
+        with self.ws.lock:
             return {"scenarios": [{"name": name, "summary": spec.summary,
                                    "active": any(w.name == name for w in self.active()),
                                    "activations": [w.to_json() for w in self.windows if w.name == name]}
@@ -140,7 +140,7 @@ def _running_clusters(ws, now_ms: int, taken: set) -> list:
 
 
 def _last_finished(job, now_ms: int) -> str | None:
-    return next((run.label for run in reversed(job.runs) if run.end_ms <= now_ms), None)
+    return next((run.outcome for run in reversed(job.runs) if run.end_ms <= now_ms), None)
 
 
 def _pipeline(ws, name: str) -> dict:
@@ -172,12 +172,16 @@ class JobFailureStorm(Scenario):
 
 
 class _NodeStress(Scenario):
+    # column -> (floor, noise byte, divisor): the column reads floor + noise[byte] / divisor, a stable jitter.
+    LEVELS: dict[str, tuple[float, int, int]] = {}
+
     def pick(self, ws, rng, now_ms, taken):
         return {"cluster_ids": [rng.choice(_running_clusters(ws, now_ms, taken)).spec.cluster_id]}
 
     def node_minute(self, window, row, noise: bytes):
         if row["cluster_id"] in window.targets["cluster_ids"]:
-            self.stress(row, noise)
+            for column, (floor, byte, divisor) in self.LEVELS.items():
+                row[column] = round(floor + noise[byte] / divisor, 2)
         return row
 
 
@@ -185,21 +189,15 @@ class _NodeStress(Scenario):
 class CpuSaturation(_NodeStress):
     name = "cpu_saturation"
     summary = "One running all-purpose cluster's nodes spend over 95% of their CPU time busy (user + system)."
-
-    def stress(self, row, noise):
-        row["cpu_user_percent"] = round(91 + noise[1] / 64, 2)       # 91..95
-        row["cpu_system_percent"] = round(4.5 + noise[2] / 255, 2)   # 4.5..5.5
-        row["cpu_wait_percent"] = round(noise[3] / 255, 2)
+    LEVELS = {"cpu_user_percent": (91, 1, 64), "cpu_system_percent": (4.5, 2, 255),   # 91..95, 4.5..5.5
+              "cpu_wait_percent": (0, 3, 255)}
 
 
 @scenario
 class MemoryPressure(_NodeStress):
     name = "memory_pressure"
     summary = "One running all-purpose cluster's nodes use 96-99% of their memory and swap."
-
-    def stress(self, row, noise):
-        row["mem_used_percent"] = round(96 + noise[4] / 85, 2)        # 96..99
-        row["mem_swap_percent"] = round(20 + noise[5] / 8, 2)
+    LEVELS = {"mem_used_percent": (96, 4, 85), "mem_swap_percent": (20, 5, 8)}         # 96..99
 
 
 @scenario
@@ -270,7 +268,7 @@ class SpendSpike(Scenario):
         window.state["billed"] = True
         ws, start = model.ws, window.start_ms
         today = start // DAY_MS * DAY_MS
-        closed = [t.cost for day, t in model.truth_days[model.workspace_id].items()
+        closed = [t.cost for day, t in ws.ledger.billed_days(model.workspace_id).items()
                   if today - 7 * DAY_MS <= _day_ms(day) < today]
         cluster = next(c for c in ws.clusters if c.spec.cluster_id == window.targets["cluster_ids"][0])
         billable = model._cluster_billable(cluster)
@@ -308,7 +306,7 @@ class FailedRunSpend(Scenario):
     def billing(self, window, rows, model):
         """One record per failed run of the job that started in the window and has ended, visible at its end."""
         billed = window.state.setdefault("billed", set())
-        now = model.ws._generated_until_ms
+        now = model.ws.now_ms()             # the world is generated up to now when billing advances
         extra = []
         for job in model.ws.jobs:
             if str(job.job_id) not in window.targets["job_ids"]:

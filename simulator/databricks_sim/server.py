@@ -14,6 +14,7 @@ import secrets
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -22,11 +23,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
+from .common import ApiError, invalid_parameter
 from .faults import FaultPlan, FaultSpecError
-from .workspace import ApiError, SimulatedWorkspace, invalid_parameter
+from .sql import SUCCEEDED, SqlService, execute_statement_request, statement_chunk, statement_json
+from .thrift import ThriftServer
+from .tls import make_certificates
+from .workspace import SimulatedWorkspace
 
 log = logging.getLogger(__name__)
 
+PATH_PARAM = {"n": r"\d+"}
 DEFAULT_TOKEN = "dapi-simulated-token"
 DEFAULT_CLIENT_ID = "simulated-client"
 DEFAULT_CLIENT_SECRET = "simulated-secret"
@@ -56,6 +62,13 @@ class Request:
             return int(value)
         except ValueError:
             raise invalid_parameter(f"Invalid value for parameter {name}: expected an integer") from None
+
+    def required(self, name: str, read: Callable[[str], object]):
+        """read(name) (self.text or self.integer), answered as the real API does when the field is missing."""
+        value = read(name)
+        if value is None or value == "":
+            raise invalid_parameter(f"Missing required field: {name}")
+        return value
 
     def boolean(self, name: str) -> bool | None:
         # The SDK sends top-level booleans as true/false but nested ones (filter_by.is_pinned) as True/False.
@@ -160,8 +173,7 @@ class SimulatorServer:
         self.url = f"http://{public_host}:{bound_port}"
         self.workspace.base_url = self.url
         self.workspace.host_name = public_host
-        # SQL: query history, statements and system tables (simulator/sql.py), and the Thrift listener.
-        from .sql import SqlService
+        # SQL: query history, statements and system tables (sql.py), and the Thrift listener.
         self.sql = SqlService(self.workspace, **(sql_options or {}))
         self.sql_hostname: str | None = None
         self.sql_port: int | None = None
@@ -175,12 +187,7 @@ class SimulatorServer:
 
     def _start_sql_listener(self, host: str, port: int, cert: str | None, key: str | None, public_host: str,
                             tls_dir: str | None = None) -> None:
-        from .thrift import ThriftServer
-
         if not cert:
-            import tempfile
-
-            from .tls import make_certificates
             if tls_dir is None:
                 self._tls_dir = tempfile.TemporaryDirectory(prefix="databricks-simulator-tls-")
                 tls_dir = self._tls_dir.name
@@ -220,8 +227,11 @@ class SimulatorServer:
     # -- routing
 
     def _routes(self) -> list[Route]:
-        def route(method, template, handler, authenticated=True, pattern=None):
-            regex = pattern or re.escape(template)
+        def route(method, template, handler, authenticated=True):
+            # A {name} in the template matches one path segment, captured as params[name]; {n} (a result chunk
+            # index) only digits.
+            regex = re.sub(r"\\\{(\w+)\\\}", lambda m: f"(?P<{m[1]}>{PATH_PARAM.get(m[1], '[^/]+')})",
+                           re.escape(template))
             return Route(method, template, re.compile(regex + r"\Z"), handler, authenticated)
 
         return [
@@ -238,27 +248,19 @@ class SimulatorServer:
             route("GET", "/api/2.2/jobs/runs/list", self._runs_list),
             route("GET", "/api/2.2/jobs/runs/get", self._runs_get),
             route("GET", "/api/2.0/sql/warehouses", self._warehouses_list),
-            route("GET", "/api/2.0/sql/warehouses/{id}", self._warehouses_get,
-                  pattern=r"/api/2\.0/sql/warehouses/(?P<id>[^/]+)"),
-            # Lakeflow Declarative Pipelines (simulator/pipelines.py).
+            route("GET", "/api/2.0/sql/warehouses/{id}", self._warehouses_get),
+            # Lakeflow Declarative Pipelines (pipelines.py).
             route("GET", "/api/2.0/pipelines", self._pipelines_list),
-            route("GET", "/api/2.0/pipelines/{id}", self._pipelines_get,
-                  pattern=r"/api/2\.0/pipelines/(?P<id>[^/]+)"),
-            route("GET", "/api/2.0/pipelines/{id}/updates", self._pipeline_updates,
-                  pattern=r"/api/2\.0/pipelines/(?P<id>[^/]+)/updates"),
-            route("GET", "/api/2.0/pipelines/{id}/updates/{update_id}", self._pipeline_update,
-                  pattern=r"/api/2\.0/pipelines/(?P<id>[^/]+)/updates/(?P<update_id>[^/]+)"),
-            route("GET", "/api/2.0/pipelines/{id}/events", self._pipeline_events,
-                  pattern=r"/api/2\.0/pipelines/(?P<id>[^/]+)/events"),
+            route("GET", "/api/2.0/pipelines/{id}", self._pipelines_get),
+            route("GET", "/api/2.0/pipelines/{id}/updates", self._pipeline_updates),
+            route("GET", "/api/2.0/pipelines/{id}/updates/{update_id}", self._pipeline_update),
+            route("GET", "/api/2.0/pipelines/{id}/events", self._pipeline_events),
             route("GET", "/simulator/pipeline-event-requests", self._pipeline_event_requests, authenticated=False),
-            # SQL (simulator/sql.py): the Statement Execution API and the query history.
+            # SQL (sql.py): the Statement Execution API and the query history.
             route("POST", "/api/2.0/sql/statements", self._statement_execute),
-            route("GET", "/api/2.0/sql/statements/{id}", self._statement_get,
-                  pattern=r"/api/2\.0/sql/statements/(?P<id>[^/]+)"),
-            route("GET", "/api/2.0/sql/statements/{id}/result/chunks/{n}", self._statement_chunk,
-                  pattern=r"/api/2\.0/sql/statements/(?P<id>[^/]+)/result/chunks/(?P<n>\d+)"),
-            route("POST", "/api/2.0/sql/statements/{id}/cancel", self._statement_cancel,
-                  pattern=r"/api/2\.0/sql/statements/(?P<id>[^/]+)/cancel"),
+            route("GET", "/api/2.0/sql/statements/{id}", self._statement_get),
+            route("GET", "/api/2.0/sql/statements/{id}/result/chunks/{n}", self._statement_chunk),
+            route("POST", "/api/2.0/sql/statements/{id}/cancel", self._statement_cancel),
             route("GET", "/api/2.0/sql/history/queries", self._query_history),
             route("GET", "/simulator/sql-statements", self._sql_statements, authenticated=False),
             route("GET", "/simulator/truth", self._truth, authenticated=False),
@@ -266,19 +268,17 @@ class SimulatorServer:
             route("POST", "/simulator/pause", self._pause, authenticated=False),
             route("POST", "/simulator/resume", self._resume, authenticated=False),
             route("GET", "/simulator/stats", self._stats_view, authenticated=False),
-            # Fault injection (simulator/faults.py).
+            # Fault injection (faults.py).
             route("POST", "/simulator/faults", self._faults_set, authenticated=False),
             route("DELETE", "/simulator/faults", self._faults_clear, authenticated=False),
             route("GET", "/simulator/faults", lambda request: Response(200, self.faults.describe()),
                   authenticated=False),
-            # Incident scenarios (simulator/scenarios.py).
+            # Incident scenarios (scenarios.py).
             route("GET", "/simulator/scenarios", lambda request: Response(200, self.workspace.scenarios.describe()),
                   authenticated=False),
             route("DELETE", "/simulator/scenarios", self._scenarios_stop, authenticated=False),
-            route("POST", "/simulator/scenarios/{name}", self._scenario_start, authenticated=False,
-                  pattern=r"/simulator/scenarios/(?P<name>[^/]+)"),
-            route("DELETE", "/simulator/scenarios/{name}", self._scenarios_stop, authenticated=False,
-                  pattern=r"/simulator/scenarios/(?P<name>[^/]+)"),
+            route("POST", "/simulator/scenarios/{name}", self._scenario_start, authenticated=False),
+            route("DELETE", "/simulator/scenarios/{name}", self._scenarios_stop, authenticated=False),
         ]
 
     def dispatch(self, handler: BaseHTTPRequestHandler, method: str) -> None:
@@ -494,10 +494,7 @@ class SimulatorServer:
             page_token=request.text("page_token")))
 
     def _clusters_get(self, request: Request) -> Response:
-        cluster_id = request.text("cluster_id")
-        if not cluster_id:
-            raise invalid_parameter("Missing required field: cluster_id")
-        return Response(200, self.workspace.get_cluster(cluster_id))
+        return Response(200, self.workspace.get_cluster(request.required("cluster_id", request.text)))
 
     def _clusters_events(self, request: Request) -> Response:
         body = request.json()
@@ -526,10 +523,7 @@ class SimulatorServer:
             offset=request.integer("offset")))
 
     def _jobs_get(self, request: Request) -> Response:
-        job_id = request.integer("job_id")
-        if job_id is None:
-            raise invalid_parameter("Missing required field: job_id")
-        return Response(200, self.workspace.get_job(job_id))
+        return Response(200, self.workspace.get_job(request.required("job_id", request.integer)))
 
     def _runs_list(self, request: Request) -> Response:
         return Response(200, self.workspace.list_runs(
@@ -545,10 +539,7 @@ class SimulatorServer:
             start_time_to=request.integer("start_time_to")))
 
     def _runs_get(self, request: Request) -> Response:
-        run_id = request.integer("run_id")
-        if run_id is None:
-            raise invalid_parameter("Missing required field: run_id")
-        return Response(200, self.workspace.get_run(run_id))
+        return Response(200, self.workspace.get_run(request.required("run_id", request.integer)))
 
     def _warehouses_list(self, request: Request) -> Response:
         return Response(200, self.workspace.list_warehouses(page_size=request.integer("page_size"),
@@ -603,17 +594,14 @@ class SimulatorServer:
                                                                            int(grace * 1000))})
 
     def _statement_execute(self, request: Request) -> Response:
-        from .sql import execute_statement_request
         return Response(200, execute_statement_request(self.sql, request.json(), self._principal_name(request)))
 
     def _statement_get(self, request: Request) -> Response:
-        from .sql import statement_json
         statement = self.sql.get(request.params["id"])
         self.sql.advance(statement)
         return Response(200, statement_json(self.sql, statement))
 
     def _statement_chunk(self, request: Request) -> Response:
-        from .sql import SUCCEEDED, statement_chunk
         statement = self.sql.get(request.params["id"])
         if statement.state != SUCCEEDED or statement.result is None:
             raise ApiError(400, "BAD_REQUEST", f"Statement {statement.statement_id} has no result "

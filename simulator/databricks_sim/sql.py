@@ -35,10 +35,10 @@ from .billing import BillingModel
 from .queries import MAX_QUERY_MS, QueryLog
 from .tables import CATALOG as TABLES_CATALOG
 from .tables import DeltaTables, SqlTableError, answer
+from .clusters import spark_node
+from .common import DAY_MS, HOUR_MS, MINUTE_MS, ApiError, digest, does_not_exist, invalid_parameter, sql_timestamp
 from .timeline import COLUMNS as JOB_RUN_TIMELINE_COLUMNS
 from .timeline import RunTimeline, run_cost_truth
-from .workspace import DAY_MS, HOUR_MS, MINUTE_MS, ApiError, _digest, _node, _ts, does_not_exist, \
-    invalid_parameter
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,7 @@ class SystemTables:
     def __init__(self, ws, billing: BillingModel, queries: QueryLog, delta: DeltaTables,
                  node_lag_ms: int = 3 * MINUTE_MS, node_retention_ms: int = HOUR_MS,
                  history_lag_ms: int = 10 * MINUTE_MS, timeline: RunTimeline | None = None):
+        # duckdb is loaded late, on purpose: it is heavy and only this path needs it.
         import duckdb
         import sqlglot  # noqa: F401  (fail here, at first use, when the simulator's SQL extras are missing)
 
@@ -137,6 +138,7 @@ class SystemTables:
         self._duck_types = {}
         for schema in ["raw"] + sorted({name.split(".")[0] for name in TABLES}):
             self.con.execute(f"CREATE SCHEMA {SIM_CATALOG}.{schema}")
+        # sqlglot is loaded late, on purpose: it is heavy and only this path needs it.
         from sqlglot import exp
         self.sqlglot_schema: dict = {"system": {}}
         for name, columns in TABLES.items():
@@ -175,8 +177,8 @@ class SystemTables:
     def refresh(self, now_ms: int) -> None:
         """Append everything that has happened by now_ms. Caller holds the engine lock (not the workspace lock)."""
         ws = self.ws
-        with ws._lock:
-            ws._advance(now_ms)
+        with ws.lock:
+            ws.advance(now_ms)
             self.queries.extend(now_ms)
             self.billing.advance(now_ms)
             usage = self.billing.drain()
@@ -196,15 +198,16 @@ class SystemTables:
         for name, rows in table_rows.items():
             self._insert_table_rows(name, rows)
         if nodes:
-            cutoff = _ts(now_ms - self.node_retention_ms)
+            cutoff = sql_timestamp(now_ms - self.node_retention_ms)
             self.con.execute(f"DELETE FROM {SIM_CATALOG}.raw.compute_node_timeline WHERE end_time < ?", [cutoff])
-        self.con.execute(f"SET VARIABLE sim_now = TIMESTAMP '{_ts(now_ms).isoformat(sep=' ')}'")
+        self.con.execute(f"SET VARIABLE sim_now = TIMESTAMP '{sql_timestamp(now_ms).isoformat(sep=' ')}'")
 
     def _insert(self, table: str, rows: list[dict] | dict[str, list]) -> None:
         """Bulk insert through a pandas frame (DuckDB's executemany is far too slow for thousands of rows).
         rows: a list of dicts, or columns (name -> values)."""
         if not rows:
             return
+        # pandas is loaded late, on purpose: it is heavy and only this path needs it.
         import pandas as pd
 
         types = self._duck_types[table.replace("_", ".", 1)]
@@ -231,6 +234,7 @@ class SystemTables:
         """Rows of a simulated Delta table (timestamps in epoch ms), in its own columns, no visibility delay."""
         if not rows:
             return
+        # pandas is loaded late, on purpose: it is heavy and only this path needs it.
         import pandas as pd
 
         frame = pd.DataFrame(rows)       # noqa: F841  (DuckDB reads the local variable by name)
@@ -254,6 +258,7 @@ class SystemTables:
                          "pricing": json.dumps({"default": price, "promotional": {"default": price},
                                                 "effective_list": {"default": price}}),
                          "_visible_at": 0})
+        # pandas is loaded late, on purpose: it is heavy and only this path needs it.
         import pandas as pd
         frame = pd.DataFrame(rows)  # noqa: F841
         types = self._duck_types["billing.list_prices"]
@@ -313,8 +318,8 @@ class SystemTables:
                     self._cluster_minutes(rows, cluster.spec, session.start_ms, session.running_ms,
                                           workers, max(ts, start), min(until, end), now_ms)
                 i += 1
-        runs = ws._job_cluster_runs
-        lo = bisect.bisect_left(runs, (start - ws._max_run_span_ms - 1, 0), key=lambda r: (r.start_ms, r.run_id))
+        runs = ws.cluster_set.job_cluster_runs
+        lo = bisect.bisect_left(runs, (start - ws.job_set.max_run_span_ms - 1, 0), key=lambda r: (r.start_ms, r.run_id))
         for run in runs[lo:]:
             if run.start_ms >= end:
                 break
@@ -328,7 +333,7 @@ class SystemTables:
     def _cluster_minutes(self, rows, spec, session_start, running_ms, workers, a, b, now_ms, cluster_id=None):
         cluster_id = cluster_id or spec.cluster_id
         seed = self.ws.seed
-        base = (0.06, 0.3, 0.55, 0.9)[_digest(seed, cluster_id, "load", size=1)[0] % 4]
+        base = (0.06, 0.3, 0.55, 0.9)[digest(seed, cluster_id, "load", size=1)[0] % 4]
         first = (a + MINUTE_MS - 1) // MINUTE_MS * MINUTE_MS
         for minute in range(first, b - MINUTE_MS + 1, MINUTE_MS):
             wave = 0.12 * math.sin(minute / (47 * MINUTE_MS))
@@ -336,8 +341,9 @@ class SystemTables:
                 key = (cluster_id, session_start, k)
                 instance = self._node_cache.get(key)
                 if instance is None:
-                    instance = self._node_cache[key] = _node(cluster_id, session_start, k, running_ms)["instance_id"]
-                n = _digest(seed, cluster_id, k, minute, size=8)
+                    node = spark_node(cluster_id, session_start, k, running_ms)
+                    instance = self._node_cache[key] = node["instance_id"]
+                n = digest(seed, cluster_id, k, minute, size=8)
                 driver = k == 0
                 load = min(0.99, max(0.0, base + wave + (n[0] - 128) / 1280))
                 if driver:
@@ -428,6 +434,7 @@ class SystemTables:
         if described is not None:
             return Result(*described)
         sql = translate(statement, now_ms, self.sqlglot_schema, parameters)
+        # duckdb is loaded late, on purpose: it is heavy and only this path needs it.
         import duckdb
         try:
             cursor = self.con.execute(sql)
@@ -487,6 +494,7 @@ def render_value(value, type_text: str):
 
 def translate(statement: str, now_ms: int, schema: dict, parameters: dict | None = None) -> str:
     """Databricks SQL -> DuckDB SQL for the simulated system tables."""
+    # sqlglot is loaded late, on purpose: it is heavy and only this path needs it.
     import sqlglot
     from sqlglot import exp
 
@@ -498,7 +506,7 @@ def translate(statement: str, now_ms: int, schema: dict, parameters: dict | None
     if len(trees) != 1:
         raise SqlError("[PARSE_SYNTAX_ERROR] Exactly one statement is expected.", "42601", "BAD_REQUEST")
     tree = trees[0]
-    now = _ts(now_ms)
+    now = sql_timestamp(now_ms)
 
     def rewrite(node):
         if isinstance(node, exp.DataType) and node.this in (exp.DataType.Type.TIMESTAMPTZ,
@@ -532,6 +540,7 @@ def translate(statement: str, now_ms: int, schema: dict, parameters: dict | None
 def _spark_decimal_products(tree, schema: dict) -> None:
     """Make DECIMAL x DECIMAL products follow Spark (precision capped at 38, scale cut to at least 6) rather than
     DuckDB (scale s1+s2, so two DECIMAL(38,18) overflow past 99.99)."""
+    # sqlglot is loaded late, on purpose: it is heavy and only this path needs it.
     from sqlglot import exp
     from sqlglot.optimizer.annotate_types import annotate_types
     from sqlglot.optimizer.qualify import qualify
@@ -647,8 +656,8 @@ class SqlService:
         self._table_intervention(full_name, drop)
 
     def _table_intervention(self, full_name: str, action) -> None:
-        with self._engine_lock, self.ws._lock:
-            now = self.ws._now_advanced()
+        with self._engine_lock, self.ws.lock:
+            now = self.ws.now_advanced()
             self.delta.advance(now)       # what was due before now still happens
             try:
                 action(full_name, now)
@@ -656,8 +665,8 @@ class SqlService:
                 raise does_not_exist(f"Table {full_name} does not exist.") from None
 
     def table_truth(self, full_name: str) -> dict:
-        with self._engine_lock, self.ws._lock:
-            self.delta.advance(self.ws._now_advanced())
+        with self._engine_lock, self.ws.lock:
+            self.delta.advance(self.ws.now_advanced())
             return self.delta.truth(full_name)
 
     def shutdown(self) -> None:
@@ -667,7 +676,7 @@ class SqlService:
                 self._tables = None
 
     def warehouse(self, warehouse_id: str):
-        warehouse = self.ws._warehouses_by_id.get(warehouse_id)
+        warehouse = self.ws.warehouse_set.by_id.get(warehouse_id)
         if warehouse is None:
             raise does_not_exist(f"Warehouse {warehouse_id} does not exist.")
         return warehouse
@@ -676,10 +685,10 @@ class SqlService:
                parameters: dict | None = None) -> Statement:
         """Accept a statement: a stopped warehouse starts, and the statement waits for it (provisioning queue)."""
         warehouse = self.warehouse(warehouse_id)
-        with self.ws._lock:
-            now = self.ws._now_advanced()
+        with self.ws.lock:
+            now = self.ws.now_advanced()
             runs_at = warehouse.touch(now)
-        statement = Statement(str(uuid.UUID(bytes=_digest(warehouse_id, text, now, time.monotonic_ns(), size=16))),
+        statement = Statement(str(uuid.UUID(bytes=digest(warehouse_id, text, now, time.monotonic_ns(), size=16))),
                               warehouse_id, text, principal, client, now, runs_at, timeout_s, parameters)
         with self._lock:
             self.statements[statement.statement_id] = statement
@@ -748,7 +757,7 @@ class SqlService:
         first = statement.text.lstrip("( \n\t").split(None, 1)[0].upper() if statement.text.strip() else "OTHER"
         statement_type = "SELECT" if first in ("WITH", "VALUES") else (first if first in STATEMENT_KEYWORDS
                                                                        else "OTHER")
-        with self.ws._lock:
+        with self.ws.lock:
             self.queries.extend(now)
             self.queries.record(
                 statement.warehouse_id, statement.submitted_ms, max(now, statement.submitted_ms),
@@ -759,21 +768,21 @@ class SqlService:
         statement.done.set()
 
     def truth(self, since_ms: int) -> dict:
-        with self.ws._lock:
-            now = self.ws._now_advanced()
+        with self.ws.lock:
+            now = self.ws.now_advanced()
             self.queries.extend(now)
             self.billing.advance(now)
-            return {"billing": self.billing.truth(now), "queries": self.queries.truth(since_ms, now),
-                    "job_run_cost": run_cost_truth(self.ws, self.billing)}
+            return {"billing": self.billing.truth(now), "queries": self.ws.ledger.queries(since_ms, now),
+                    "job_run_cost": run_cost_truth(self.ws, self.billing, now)}
 
     def warehouse_usage_truth(self, start_ms: int, end_ms: int, grace_ms: int = 0) -> dict:
-        with self.ws._lock:
-            self.queries.extend(self.ws._now_advanced())
+        with self.ws.lock:
+            self.queries.extend(self.ws.now_advanced())
             return warehouse_events.usage_truth(self.ws, self.queries, self.billing, start_ms, end_ms, grace_ms)
 
     def list_history(self, **kwargs) -> dict:
-        with self.ws._lock:
-            now = self.ws._now_advanced()
+        with self.ws.lock:
+            now = self.ws.now_advanced()
             self.queries.extend(now)
             return self.queries.list(now, **kwargs)
 

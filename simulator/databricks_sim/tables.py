@@ -15,7 +15,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 
-from .workspace import DAY_MS, HOUR_MS, MINUTE_MS, SERVICE_PRINCIPAL, _digest, _ts
+from .common import DAY_MS, HOUR_MS, MINUTE_MS, SERVICE_PRINCIPAL, digest, sql_timestamp
 
 CATALOG = "main"
 MIB = 1024 * 1024
@@ -97,7 +97,7 @@ class Commit:
 class Table:
     spec: TableSpec
     created_ms: int
-    start_ms: int                              # the simulated start (ws._start), for stop_after_ms
+    start_ms: int                              # the simulated start (ws.start_s), for stop_after_ms
     num_files: int
     size_bytes: int
     next_write_ms: int
@@ -148,10 +148,10 @@ class DeltaTables:
 
     def __init__(self, ws, specs: tuple[TableSpec, ...] = SPECS):
         self.ws = ws
-        start_ms = int(ws._start * 1000)
+        start_ms = int(ws.start_s * 1000)
         self.tables: dict[str, Table] = {}
         for spec in specs:
-            created = ws.world_start_ms - (20 + _digest(ws.seed, spec.name, "created", size=1)[0] % 40) * DAY_MS
+            created = ws.world_start_ms - (20 + digest(ws.seed, spec.name, "created", size=1)[0] % 40) * DAY_MS
             table = Table(spec, created, start_ms, spec.initial_files, spec.initial_bytes,
                           next_write_ms=ws.world_start_ms + spec.offset_ms,
                           # The last OPTIMIZE and VACUUM before the simulated start are recent enough for a
@@ -242,7 +242,7 @@ class DeltaTables:
             removed, removed_bytes = 0, 0
             if spec.operation == "STREAMING UPDATE":
                 epoch = (ms - self.ws.world_start_ms) // spec.every_ms
-                parameters = {"outputMode": "Append", "queryId": str(uuid.UUID(bytes=_digest(spec.name, "q", size=16))),
+                parameters = {"outputMode": "Append", "queryId": str(uuid.UUID(bytes=digest(spec.name, "q", size=16))),
                               "epochId": str(epoch)}
             else:
                 parameters = {"mode": "Append", "statsOnLoad": "false",
@@ -280,7 +280,7 @@ class DeltaTables:
         table.tombstoned_files = table.tombstoned_bytes = 0
 
     def _job(self, spec: TableSpec) -> dict:
-        job_id = str(100_000 + int.from_bytes(_digest(self.ws.seed, spec.name, "job", size=3), "big"))
+        job_id = str(100_000 + int.from_bytes(digest(self.ws.seed, spec.name, "job", size=3), "big"))
         return {"jobId": job_id, "jobName": f"{spec.name.split('.', 1)[1].replace('.', '-')}-writer",
                 "jobRunId": None, "runId": None, "jobOwnerId": "4242424242", "triggerType": "cron"}
 
@@ -288,7 +288,7 @@ class DeltaTables:
 
     def _customer(self, ms: int) -> dict:
         n = len(self._customers) + 1
-        d = _digest(self.ws.seed, "customer", n, size=4)
+        d = digest(self.ws.seed, "customer", n, size=4)
         row = {"customer_id": None if d[0] < 2 else n,
                "email": f"customer{n}example.com" if d[1] < 6 else f"customer{n}@example.com",
                "age": 0 if d[2] < 3 else 18 + d[2] % 60, "status": "inactive" if d[3] < 40 else "active",
@@ -342,10 +342,10 @@ class DeltaTables:
                    ("partitionColumns", "ARRAY"), ("clusteringColumns", "ARRAY"), ("numFiles", "BIGINT"),
                    ("sizeInBytes", "BIGINT"), ("properties", "MAP"), ("minReaderVersion", "INT"),
                    ("minWriterVersion", "INT"), ("tableFeatures", "ARRAY"), ("statistics", "MAP")]
-        table_id = str(uuid.UUID(bytes=_digest(self.ws.seed, spec.name, "id", size=16)))
+        table_id = str(uuid.UUID(bytes=digest(self.ws.seed, spec.name, "id", size=16)))
         row = ("delta", table_id, spec.name, None,
-               f"s3://sim-metastore-{self.ws.workspace_id}/tables/{table_id}", _ts(table.created_ms),
-               _ts(table.history[-1].ms), list(spec.partition_columns), list(spec.clustering_columns),
+               f"s3://sim-metastore-{self.ws.workspace_id}/tables/{table_id}", sql_timestamp(table.created_ms),
+               sql_timestamp(table.history[-1].ms), list(spec.partition_columns), list(spec.clustering_columns),
                table.num_files, table.size_bytes,
                {"delta.enableDeletionVectors": "true", "delta.checkpoint.writeStatsAsStruct": "true"},
                3, 7, features, {"numRowsDeletedByDeletionVectors": 0, "numDeletionVectors": 0})
@@ -359,8 +359,8 @@ class DeltaTables:
                    ("isolationLevel", "STRING"), ("isBlindAppend", "BOOLEAN"), ("operationMetrics", "MAP"),
                    ("userMetadata", "STRING"), ("engineInfo", "STRING")]
         commits = table.history[::-1][:limit] if limit is not None else table.history[::-1]
-        rows = [(c.version, _ts(c.ms), "4242424242", SERVICE_PRINCIPAL, c.operation, c.parameters, c.job, None,
-                 f"0101-{c.ms // 1000 % 1000000:06d}-sim{c.version % 97:02d}", c.read_version,
+        rows = [(c.version, sql_timestamp(c.ms), "4242424242", SERVICE_PRINCIPAL, c.operation, c.parameters, c.job,
+                 None, f"0101-{c.ms // 1000 % 1000000:06d}-sim{c.version % 97:02d}", c.read_version,
                  "WriteSerializable", c.blind_append, c.metrics, None, "Databricks-Runtime/15.4.x-scala2.12")
                 for c in commits]
         return columns, rows

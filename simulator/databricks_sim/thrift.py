@@ -23,7 +23,7 @@ from thrift.protocol import TBinaryProtocol
 from thrift.transport import TTransport
 
 from .sql import CANCELED, CLOSED, FAILED, PENDING, RUNNING, SUCCEEDED, SqlService, Statement, render_value
-from .workspace import ApiError
+from .common import ApiError
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from .workspace import HOUR_MS, MINUTE_MS
+from .common import HOUR_MS, MINUTE_MS
 
 COLUMNS = [
     ("account_id", "STRING"), ("workspace_id", "STRING"), ("job_id", "STRING"), ("run_id", "STRING"),
@@ -45,18 +45,18 @@ class RunTimeline:
     def __init__(self, ws, lag_ms: int = DEFAULT_LAG_MS):
         self.ws = ws
         self.lag_ms = int(lag_ms)
-        self._next = 0                   # index into ws._runs of the first run not yet taken up
+        self._next = 0                   # index into the jobs' runs of the first run not yet taken up
         self._open: dict[int, int] = {}  # run_id -> start of its next slice, for runs with slices still to come
 
     def rows(self, now_ms: int) -> list[dict]:
         """Rows of every slice that ended by now_ms and was not returned before. Caller holds the workspace lock."""
-        runs = self.ws._runs
+        runs = self.ws.job_set.runs
         while self._next < len(runs) and runs[self._next].start_ms <= now_ms:
             self._open[runs[self._next].run_id] = runs[self._next].start_ms
             self._next += 1
         out = []
         for run_id in list(self._open):
-            run = self.ws._runs_by_id[run_id]
+            run = self.ws.job_set.by_id[run_id]
             at = self._open[run_id]
             final = ends(run)[-1][0]
             while True:
@@ -88,16 +88,15 @@ class RunTimeline:
                 "job_parameters_k": [], "job_parameters_v": [], "_visible_at": end + self.lag_ms}
 
 
-def run_cost_truth(ws, billing) -> dict:
+def run_cost_truth(ws, billing, now: int) -> dict:
     """What job runs cost, from the billing ledger (billing.hour_cost): per UTC day by job and the run's latest result
     (REST spelling; RUNNING while it has not ended), the part billed after the run's first end (repairs) apart, and
     the all-purpose bucket: the cost of all-purpose cluster hours during which a job run used the cluster (such
     usage names no job or run); and per run its job, result, last end (epoch seconds, None while running) and cost."""
-    now = ws._generated_until_ms
     days: dict[str, dict] = {}
     runs: dict[str, dict] = {}
     used = set()
-    for run in ws._runs:
+    for run in ws.job_set.runs:
         if run.job.compute == "existing" and run.life_cycle != "SKIPPED":
             for hour in range(run.start_ms // HOUR_MS * HOUR_MS, ends(run)[-1][0], HOUR_MS):
                 used.add((compute_ids(run)[0], hour))
@@ -109,7 +108,7 @@ def run_cost_truth(ws, billing) -> dict:
             if (billable.meta.get("cluster_id"), hour) in used:
                 entry["all_purpose"] += float(cost)
             continue
-        run = ws._runs_by_id[int(run_id)]
+        run = ws.job_set.by_id[int(run_id)]
         finished = [(end_ms, label) for end_ms, label in ends(run) if end_ms <= now]
         job_id = str(run.job.job_id)
         result = finished[-1][1] if finished else "RUNNING"

@@ -20,6 +20,7 @@ class TlsFiles:
 def make_certificates(directory: str, hostnames: tuple[str, ...] = ("localhost",),
                       addresses: tuple[str, ...] = ("127.0.0.1", "::1")) -> TlsFiles:
     """Write ca.pem, server.pem and server-key.pem into directory (valid for a week) and return their paths."""
+    # cryptography is loaded late, on purpose: it is heavy and only this path needs it.
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec

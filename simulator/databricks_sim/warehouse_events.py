@@ -9,7 +9,7 @@ import bisect
 from decimal import Decimal
 
 from .billing import WAREHOUSE_DBU
-from .workspace import HOUR_MS, MINUTE_MS
+from .common import HOUR_MS, MINUTE_MS
 
 VISIBLE_AFTER_MS = MINUTE_MS
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from ..config import CollectorSettings
-from ..store import Cycle
+from ..cycle import Cycle
 
 COLLECTORS: dict[str, type["Collector"]] = {}
 
@@ -31,12 +31,20 @@ class Collector:
     counts_work: ClassVar[bool] = False
 
     def __init__(self, workspace, settings: CollectorSettings, lookback: float, clock=time.time):
-        """workspace: the engine's Workspace (its .client is the REST source; SQL collectors use its .sql)."""
+        """workspace: the engine's Workspace (its .rest is the REST source; SQL collectors use its .sql)."""
         self.workspace = workspace
-        self.client = workspace.client
+        self.rest = workspace.rest
+        if not settings.validated:      # settings built without config.load (tests, the demo's own sections)
+            self.validate_options(settings.options, lambda message, key: ValueError(f"{self.name}.{key}: {message}"))
+            settings.validated = True
         self.settings = settings
         self.lookback = lookback
         self.clock = clock
+
+    @classmethod
+    def validate_options(cls, options: dict, error: Callable[[str, str], Exception]) -> None:
+        """Check and type in place what the option kinds alone cannot (budgets, table names, custom queries);
+        raise error(reason, key). Run once per settings: by config.load, else when the collector is built."""
 
     def collect(self, cycle: Cycle, state: dict) -> None:
         """One cycle: emit into `cycle`, update `state` in place. Raise to fail the cycle (nothing is applied)."""

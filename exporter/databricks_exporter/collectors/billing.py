@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from .. import metrics as m
 from ..sources.sql import literal
-from ..store import Cycle
+from ..cycle import Cycle
 from .base import register
 from .system_tables import SystemTableCollector, finite, sql_date, utc
 
@@ -141,8 +141,6 @@ class BillingCollector(SystemTableCollector):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         options = self.settings.options
-        if not all(isinstance(b, Budget) for b in options["budgets"]):       # settings built without load()
-            self.validate_options(options, lambda message, key: ValueError(f"billing.{key}: {message}"))
         self.tag_keys: list[str] = list(dict.fromkeys(options["tag_keys"]))
         self.budgets: list[Budget] = options["budgets"] if self.evaluates_budgets else []
         budget_keys = [k for b in self.budgets for k, _ in b.tags]

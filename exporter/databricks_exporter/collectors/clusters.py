@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import logging
 
-from databricks.sdk.errors import NotFound
-from databricks.sdk.service.compute import GetEventsOrder, ListClustersFilterBy, State
-
 from .. import metrics as m
-from ..store import OTHER, Cycle
+from ..cycle import OTHER, Cycle
+from ..sources.errors import NotFound
 from .base import Collector, Cursor, enum_name, register
 
 log = logging.getLogger(__name__)
 
-NOT_TERMINATED = [State.PENDING, State.RUNNING, State.RESTARTING, State.RESIZING, State.TERMINATING,
-                  State.ERROR, State.UNKNOWN]
+NOT_TERMINATED = ["PENDING", "RUNNING", "RESTARTING", "RESIZING", "TERMINATING", "ERROR", "UNKNOWN"]
 # Terminations remembered this long, so the scan of terminated clusters after a restart counts each once.
 TERMINATION_MEMORY_MS = 2 * 86400 * 1000
 
@@ -40,12 +37,8 @@ class ClustersCollector(Collector):
         self.scanned_terminated = False
 
     def check(self) -> str:
-        clusters = list(self._list(NOT_TERMINATED))
+        clusters = list(self.rest.clusters(NOT_TERMINATED))
         return f"listed {len(clusters)} clusters that are not terminated"
-
-    def _list(self, states):
-        for cluster in self.client.clusters.list(filter_by=ListClustersFilterBy(cluster_states=states)):
-            yield cluster.as_dict()
 
     def collect(self, cycle: Cycle, state: dict) -> None:
         since_ms = self.counting_since(state) * 1000
@@ -54,7 +47,7 @@ class ClustersCollector(Collector):
         now_ms = self.clock() * 1000
 
         current = {}
-        for cluster in self._list(NOT_TERMINATED):
+        for cluster in self.rest.clusters(NOT_TERMINATED):
             with cycle.item("cluster"):
                 current[str(cluster["cluster_id"])] = cluster
                 self._emit_cluster(cycle, cluster)
@@ -70,13 +63,13 @@ class ClustersCollector(Collector):
                       termination_code=reason.get("code") or "UNKNOWN", termination_type=reason.get("type") or "")
 
         if not self.scanned_terminated:
-            for cluster in self._list([State.TERMINATED]):
+            for cluster in self.rest.clusters(["TERMINATED"]):
                 with cycle.item("terminated cluster"):
                     count_termination(cluster)
         # Clusters that were alive last cycle and are gone from the list terminated since: one get each.
         for cluster_id in [c for c in alive if c not in current]:
             try:
-                cluster = self.client.clusters.get(cluster_id).as_dict()
+                cluster = self.rest.cluster(cluster_id)
             except NotFound:
                 cluster = None   # permanently deleted: its termination reason is gone with it
             with cycle.item("terminated cluster"):
@@ -136,11 +129,9 @@ class ClustersCollector(Collector):
 
     def _count_events(self, cycle: Cycle, cluster_id: str, cursor: Cursor) -> None:
         newest = cursor.watermark
-        events = self.client.clusters.events(cluster_id, start_time=int(cursor.watermark),
-                                             order=GetEventsOrder.ASC, page_size=500)
-        for event in events:
+        for event in self.rest.cluster_events(cluster_id, int(cursor.watermark)):
             with cycle.item("cluster event"):
-                timestamp, kind = int(event.timestamp or 0), enum_name(event.type)
+                timestamp, kind = int(event.get("timestamp") or 0), enum_name(event.get("type"))
                 key = f"{timestamp}:{kind}"   # events carry no id; time and type identify one
                 if not cursor.is_new(key) or timestamp < cursor.watermark:
                     continue

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from .. import metrics as m
 from ..config import option_value
 from ..sources.sql import describe
-from ..store import Cycle, LabelValues
+from ..cycle import Cycle, LabelValues
 from .base import register
 from .system_tables import SystemTableCollector
 
@@ -120,8 +120,6 @@ class CustomCollector(SystemTableCollector):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         options = self.settings.options
-        if not all(isinstance(q, CustomQuery) for q in options["queries"]):     # settings built without load()
-            self.validate_options(options, lambda message, key: ValueError(f"custom.{key}: {message}"))
         self.queries: list[CustomQuery] = options["queries"]
         self._ran: dict[str, float] = {}                           # query -> when it last succeeded
         self._results: dict[str, dict[LabelValues, float]] = {}    # query -> its series, as of that run

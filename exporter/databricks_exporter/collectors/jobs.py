@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 from collections import deque
 
-from databricks.sdk.errors import NotFound
-
 from .. import metrics as m
-from ..store import Cycle
+from ..cycle import Cycle
+from ..sources.errors import NotFound
 from .base import Collector, Cursor, NameFilter, register, tally
 
 log = logging.getLogger(__name__)
@@ -114,14 +114,8 @@ class JobsCollector(Collector):
         self._finished_ages: deque[list[float]] = deque(maxlen=FINISH_HISTORY)
 
     def check(self) -> str:
-        jobs = list(self._iter_jobs(limit=1, first_page_only=True))
+        jobs = list(itertools.islice(self.rest.jobs(page_size=1), 1))
         return f"listed jobs ({len(jobs)} on the first page)"
-
-    def _iter_jobs(self, limit=100, first_page_only=False):
-        for index, job in enumerate(self.client.jobs.list(limit=limit)):
-            yield job.as_dict()
-            if first_page_only and index + 1 >= limit:
-                return
 
     def collect(self, cycle: Cycle, state: dict) -> None:
         since_ms = self.counting_since(state) * 1000
@@ -152,7 +146,7 @@ class JobsCollector(Collector):
                                   [age for ages in self._finished_ages for age in ages],
                                   max(1, len(self._finished_ages))))
         newest, listed = cursor.watermark, 0
-        for run in self._list_runs(start_time_from=start, expand_tasks=True):
+        for run in self.rest.job_runs(start_time_from=start, expand_tasks=True):
             with cycle.item("run"):
                 run_id, started = str(run["run_id"]), int(run.get("start_time") or 0)
                 listed += 1
@@ -172,7 +166,7 @@ class JobsCollector(Collector):
         if now_ms > start:
             self._run_rate = listed / (now_ms - start)
 
-        for run in self._list_runs(active_only=True, start_time_to=start - 1):
+        for run in self.rest.job_runs(active_only=True, start_time_to=start - 1):
             with cycle.item("active run"):
                 active[str(run["run_id"])] = (str(run.get("job_id", "")), active_state(run))
                 # A run not met before (it started before the watermark, e.g. before the first start) is followed.
@@ -180,7 +174,7 @@ class JobsCollector(Collector):
 
         for run_id in [r for r in pending if r not in active]:
             try:
-                run = self.client.jobs.get_run(int(run_id)).as_dict()
+                run = self.rest.get_run(int(run_id))
             except NotFound:
                 pending.pop(run_id, None)   # deleted: nothing to count
                 continue
@@ -201,13 +195,9 @@ class JobsCollector(Collector):
                 if job_id in names and self.wanted(names[job_id]):
                     cycle.gauge(metric, when, job_id=job_id)
 
-    def _list_runs(self, **kwargs):
-        for run in self.client.jobs.list_runs(limit=25, **kwargs):
-            yield run.as_dict()
-
     def _emit_jobs(self, cycle: Cycle) -> dict[str, str]:
         if self.clock() - self._jobs_listed_at >= self.settings.options.get("jobs_list_interval", 0):
-            self._jobs = list(self._iter_jobs())
+            self._jobs = list(self.rest.jobs())
             self._jobs_listed_at = self.clock()
         names: dict[str, str] = {}
         for job in self._jobs:

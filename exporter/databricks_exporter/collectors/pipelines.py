@@ -10,9 +10,8 @@ What is counted, and when (the simulated workspace's /simulator/truth uses the s
 - Events are read in timestamp order from a watermark, with the ids at and after it remembered (Cursor), so overlap
   between reads never double counts; events before counting_since only refresh gauges and remembered causes.
 
-The events API filters on timestamp, id, update_id and level only (an event_type filter is rejected), and a
-page_token may only travel with max_results; event types are therefore picked out here. The SDK drops an event's
-`details`, so the events are read raw through api_client.do.
+The events API filters on timestamp, id, update_id and level only (an event_type filter is rejected): event types
+are therefore picked out here (the REST source reads the pages).
 """
 
 from __future__ import annotations
@@ -23,10 +22,9 @@ import math
 import time
 from datetime import datetime, timezone
 
-from databricks.sdk.errors import NotFound
-
 from .. import metrics as m
-from ..store import OTHER, Cycle
+from ..cycle import OTHER, Cycle
+from ..sources.errors import NotFound
 from .base import Collector, Cursor, NameFilter, enum_name, register
 
 log = logging.getLogger(__name__)
@@ -76,11 +74,6 @@ def event_time_ms(value) -> int | None:
     return calendar.timegm(parsed.timetuple()) * 1000 + parsed.microsecond // 1000
 
 
-def iso_ms(ms: float) -> str:
-    ms = int(math.floor(ms))
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
-
-
 def latest_update(status: dict) -> dict:
     """The newest of a pipeline's latest_updates (by creation_time), or {}."""
     updates = status.get("latest_updates")
@@ -115,7 +108,7 @@ class PipelinesCollector(Collector):
         self._update_page: dict | None = None             # one page of the updates list, per pipeline read
 
     def check(self) -> str:
-        first = next(iter(self.client.pipelines.list_pipelines(max_results=1)), None)
+        first = next(iter(self.rest.pipelines(page_size=1)), None)
         return "listed pipelines (" + ("at least one" if first else "none") + ")"
 
     # --- the cycle -------------------------------------------------------------------------------------
@@ -124,9 +117,8 @@ class PipelinesCollector(Collector):
         since_ms = self.counting_since(state) * 1000
         entries: dict[str, dict] = state.setdefault("pipelines", {})
         statuses = {}
-        for info in self.client.pipelines.list_pipelines(max_results=100):
+        for status in self.rest.pipelines():
             with cycle.item("pipeline"):
-                status = info.as_dict()
                 if self.wanted(status.get("name")):
                     statuses[str(status["pipeline_id"])] = status
 
@@ -159,13 +151,10 @@ class PipelinesCollector(Collector):
         if fetched and time.monotonic() - fetched[0] < self.settings.options["spec_refresh"]:
             return fetched[1]
         try:
-            pipeline = self.client.pipelines.get(pipeline_id)
+            spec = self.rest.pipeline(pipeline_id).get("spec") or {}
         except NotFound:
             return None
-        spec = pipeline.spec
-        facts = {"continuous": str(bool(spec and spec.continuous)).lower(),
-                 "serverless": str(bool(spec and spec.serverless)).lower(),
-                 "development": str(bool(spec and spec.development)).lower()}
+        facts = {key: str(bool(spec.get(key))).lower() for key in ("continuous", "serverless", "development")}
         self._specs[pipeline_id] = (time.monotonic(), facts)
         return facts
 
@@ -201,18 +190,15 @@ class PipelinesCollector(Collector):
         """Events from the watermark on, oldest first. Returns whether the end of the log was reached."""
         margin_ms = self.settings.options["event_margin"] * 1000
         cursor = Cursor(entry.setdefault("cursor", {}), since_ms - margin_ms)
-        path = f"/api/2.0/pipelines/{pipeline_id}/events"
-        query: dict = {"filter": f"timestamp >= '{iso_ms(cursor.watermark)}'", "order_by": "timestamp asc",
-                       "max_results": EVENTS_PAGE_SIZE}
         newest = cursor.watermark
         complete = False
         self._update_page = None
         # An event stamped beyond tomorrow is malformed: believing it would move the watermark past every real one.
         latest_plausible = self.clock() * 1000 + 86_400_000
         try:
-            for _ in range(max(1, self.settings.options["max_event_pages"])):
-                page = self.client.api_client.do("GET", path, query=query)
-                for event in page.get("events") or []:
+            pages = self.rest.pipeline_events(pipeline_id, cursor.watermark, EVENTS_PAGE_SIZE)
+            for number, (events, last) in enumerate(pages, start=1):
+                for event in events:
                     with cycle.item("pipeline event"):
                         ts, event_id = event_time_ms(event.get("timestamp")), event.get("id")
                         if ts is None or event_id is None or ts < cursor.watermark or not cursor.is_new(event_id):
@@ -222,12 +208,9 @@ class PipelinesCollector(Collector):
                         cursor.mark(event_id, ts)
                         newest = max(newest, ts)
                         self._handle_event(cycle, pipeline_id, entry, event, ts, counting=ts >= since_ms)
-                token = page.get("next_page_token")
-                if not token:
-                    complete = True
+                complete = last
+                if last or number >= self.settings.options["max_event_pages"]:
                     break
-                # The API takes a page_token only with max_results: the filter and order travel inside it.
-                query = {"page_token": token, "max_results": EVENTS_PAGE_SIZE}
         except NotFound:
             return False   # the pipeline was deleted meanwhile; the next list drops it
         cursor.advance(newest - margin_ms)
@@ -288,19 +271,19 @@ class PipelinesCollector(Collector):
         the updates list (read once per pipeline and cycle), else that update's own get."""
         if self._update_page is None:
             try:
-                page = self.client.pipelines.list_updates(pipeline_id, max_results=UPDATES_PAGE_SIZE)
-                self._update_page = {u.update_id: u for u in page.updates or []}
+                page = self.rest.pipeline_updates(pipeline_id, UPDATES_PAGE_SIZE)
+                self._update_page = {u.get("update_id"): u for u in page}
             except NotFound:
                 self._update_page = {}
         update = self._update_page.get(update_id)
         if update is None:
             try:
-                update = self.client.pipelines.get_update(pipeline_id, update_id).update
+                update = self.rest.pipeline_update(pipeline_id, update_id) or None
             except NotFound:
                 update = None
         if update is None:
             return "UNKNOWN", None
-        return enum_name(update.cause) or "UNKNOWN", update.creation_time
+        return enum_name(update.get("cause")) or "UNKNOWN", update.get("creation_time")
 
     def _flow_progress(self, cycle: Cycle, pipeline_id: str, entry: dict, origin: dict, progress: dict, ts: int,
                        counting: bool) -> None:

@@ -4,10 +4,10 @@ endpoint, which shows queries as they run (system.query.history lags by up to an
 
 from __future__ import annotations
 
-from databricks.sdk.service.sql import QueryFilter, TimeRange
+import itertools
 
 from .. import metrics as m
-from ..store import Cycle
+from ..cycle import Cycle
 from .base import Collector, Cursor, enum_name, register, tally
 
 TERMINAL = ("FINISHED", "FAILED", "CANCELED")
@@ -54,20 +54,8 @@ class QueriesCollector(Collector):
     }
 
     def check(self) -> str:
-        page = self.client.query_history.list(max_results=1)
-        return f"listed query history ({len(page.res or [])} on the first page)"
-
-    def _list(self, query_filter: QueryFilter):
-        """Queries the filter selects, newest first, all pages, with metrics."""
-        token = None
-        while True:
-            page = self.client.query_history.list(filter_by=query_filter, include_metrics=True,
-                                                  max_results=PAGE_SIZE, page_token=token)
-            for query in page.res or []:
-                yield query.as_dict()
-            token = page.next_page_token
-            if not page.has_next_page or not token:
-                return
+        first = list(itertools.islice(self.rest.query_history(page_size=1), 1))
+        return f"listed query history ({len(first)} on the first page)"
 
     def collect(self, cycle: Cycle, state: dict) -> None:
         now_ms = int(self.clock() * 1000)
@@ -111,15 +99,14 @@ class QueriesCollector(Collector):
             active[key] = active.get(key, 0) + 1
             return started
 
-        for query in self._list(QueryFilter(query_start_time_range=TimeRange(
-                start_time_ms=int(cursor.watermark), end_time_ms=now_ms))):
+        for query in self.rest.query_history(start_ms=int(cursor.watermark), end_ms=now_ms, page_size=PAGE_SIZE):
             with cycle.item("query"):
                 newest = max(newest, handle(query))
         # Queries followed since before the watermark: asked for by id, so the queries that ended around them are
         # not listed (and counted) again.
         older = [query_id for query_id in pending if query_id not in listed]
         for i in range(0, len(older), ID_BATCH):
-            for query in self._list(QueryFilter(statement_ids=older[i:i + ID_BATCH])):
+            for query in self.rest.query_history(statement_ids=older[i:i + ID_BATCH], page_size=PAGE_SIZE):
                 with cycle.item("query"):
                     handle(query)
         for query_id in [q for q in pending if q not in listed]:

@@ -9,7 +9,7 @@ import math
 from typing import Any
 
 from .. import metrics as m
-from ..store import Cycle
+from ..cycle import Cycle
 from .base import Collector
 
 log = logging.getLogger(__name__)

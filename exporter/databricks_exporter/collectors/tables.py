@@ -10,8 +10,9 @@ from typing import Any, Callable
 
 from .. import metrics as m
 from ..config import option_value
-from ..sources.sql import describe, rejected
-from ..store import Cycle
+from ..sources.errors import StatementRejected
+from ..sources.sql import describe
+from ..cycle import Cycle
 from .base import NameFilter, register
 from .system_tables import SystemTableCollector, amount, utc
 
@@ -99,8 +100,6 @@ class TablesCollector(SystemTableCollector):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         options = self.settings.options
-        if not all(isinstance(s, WatchedSchema) for s in options["schemas"]):      # settings built without load()
-            self.validate_options(options, lambda message, key: ValueError(f"tables.{key}: {message}"))
         self.explicit: dict[str, float | None] = options["tables"]
         self.schemas: list[WatchedSchema] = options["schemas"]
         self._failing: set[str] = set()       # tables whose failure was logged; logged again once they recover
@@ -171,9 +170,7 @@ class TablesCollector(SystemTableCollector):
         once until it can be read again). Other failures (network, warehouse) fail the cycle."""
         try:
             seen = self.describe(name, previous)
-        except Exception as exc:  # noqa: BLE001 - sorted just below: only a refused statement is this table's
-            if not rejected(exc):
-                raise
+        except StatementRejected as exc:    # this table's own trouble; other failures fail the cycle
             cycle.inc(m.TABLE_DESCRIBE_ERRORS, table=name)
             if name not in self._failing:
                 self._failing.add(name)

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from databricks.sdk.service.compute import ListClustersFilterBy, State
-
 from .. import metrics as m
 from ..sources.sql import literal
-from ..store import OTHER, Cycle
+from ..cycle import OTHER, Cycle
 from .base import register
 from .system_tables import SystemTableCollector, amount, finite, sql_timestamp, utc
 
-RUNNING_STATES = [State.RUNNING, State.RESIZING]
+RUNNING_STATES = ["RUNNING", "RESIZING"]
 
 
 @register
@@ -54,8 +52,7 @@ class UtilizationCollector(SystemTableCollector):
     def refresh(self, cycle: Cycle, state: dict) -> None:
         now = self.clock()
         since = self.counting_since(state)
-        running = {c.cluster_id for c in self.client.clusters.list(
-            filter_by=ListClustersFilterBy(cluster_states=RUNNING_STATES))}
+        running = {c.get("cluster_id") for c in self.rest.clusters(RUNNING_STATES)}
         counted: dict[str, float] = state.setdefault("counted_until", {})   # cluster_id -> end of last minute counted
         window_start = max(since, now - self.settings.options["window"])
         rows = self.query(self.utilization_statement(self.workspace.workspace_id, window_start))

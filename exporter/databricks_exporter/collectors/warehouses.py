@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import metrics as m
-from ..store import Cycle
+from ..cycle import Cycle
 from .base import Collector, NameFilter, register
 
 
@@ -15,13 +15,13 @@ class WarehousesCollector(Collector):
     options = {"include": ("regex_list", []), "exclude": ("regex_list", [])}
 
     def check(self) -> str:
-        return f"listed {sum(1 for _ in self.client.warehouses.list())} SQL warehouses"
+        return f"listed {sum(1 for _ in self.rest.warehouses())} SQL warehouses"
 
     def collect(self, cycle: Cycle, state: dict) -> None:
         wanted = NameFilter(self.settings.options["include"], self.settings.options["exclude"])
-        for warehouse in self.client.warehouses.list():
+        for warehouse in self.rest.warehouses():
             with cycle.item("warehouse"):
-                self._emit(cycle, warehouse.as_dict(), wanted)
+                self._emit(cycle, warehouse, wanted)
 
     def _emit(self, cycle: Cycle, w: dict, wanted: NameFilter) -> None:
         wid = w["id"]

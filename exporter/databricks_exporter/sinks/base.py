@@ -13,7 +13,9 @@ from typing import Any, Callable, ClassVar
 
 from .. import metrics as m
 from ..config import SinkSettings
-from ..store import Family, MetricStore, label_values, write_atomically
+from ..cycle import Family, label_values
+from ..files import write_atomically
+from ..store import MetricStore
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from .. import __version__
 from .. import metrics as m
-from ..store import Family, Histogram
+from ..cycle import Family, Histogram
 from .base import (MetricFilter, PushError, Sink, describe, read_sidecar, register, sidecar_path,
                    write_sidecar)
 

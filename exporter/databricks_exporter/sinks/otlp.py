@@ -25,7 +25,7 @@ import requests
 from .. import __version__
 from .. import metrics as m
 from ..config import ConfigError, _expand_env
-from ..store import Family
+from ..cycle import Family
 from .base import PROCESS_START, MetricFilter, PushError, Sink, describe, register
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,7 @@
 """The SQL source: system tables read with databricks-sql-connector (its default Thrift protocol) on the workspace's
 SQL warehouse, signed in with the workspace's databricks-sdk credentials, over one reused connection, with statement
-timeouts, retries of transient failures, and every statement counted and timed per collector."""
+timeouts, retries of transient failures, connector errors turned into the exporter's own (sources/errors.py), and
+every statement reported per collector with its outcome and duration."""
 
 from __future__ import annotations
 
@@ -13,14 +14,13 @@ from urllib.parse import urlparse
 
 import urllib3
 from databricks import sql as dbsql
-from databricks.sdk import WorkspaceClient
 from databricks.sql import exc as sql_errors
 
 from .. import __version__
-from .. import metrics as m
 from ..config import WorkspaceSettings
-from ..store import MetricStore
-from . import rest
+from . import errors
+from .report import RequestLog
+from .rest import RestSource
 
 log = logging.getLogger(__name__)
 # The connector logs every HTTP response at INFO; its warnings and errors still come through.
@@ -40,8 +40,8 @@ DBU_PER_CLUSTER_HOUR = {"2X-Small": 4, "X-Small": 6, "Small": 12, "Medium": 24, 
                         "2X-Large": 144, "3X-Large": 272, "4X-Large": 528}
 
 
-class SqlUnavailable(Exception):
-    """The SQL source cannot be used: no warehouse configured, or the warehouse cannot be found."""
+class SqlUnavailable(errors.SourceError):
+    """The SQL source cannot be used: no warehouse configured."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,8 @@ def literal(value: Any) -> str:
 def _transient(exc: Exception) -> bool:
     """Network trouble, an expired session or credential, a busy server: worth a new connection and another try.
     A statement the warehouse rejected (syntax, permissions, missing table) is not."""
+    if isinstance(exc, errors.SourceError):      # from the REST source, asked where the warehouse is
+        return isinstance(exc, (errors.Unavailable, errors.Throttled, errors.Unauthenticated))
     if isinstance(exc, sql_errors.ServerOperationError):
         text = str(exc).upper()
         return any(word in text for word in ("TEMPORARILY_UNAVAILABLE", "INVALID_HANDLE", "SESSION"))
@@ -69,25 +71,35 @@ def _transient(exc: Exception) -> bool:
                             sql_errors.DatabaseError, OSError))
 
 
-def rejected(exc: Exception) -> bool:
-    """The warehouse ran the statement and refused it (no such table, no permission, bad SQL): it concerns that
-    statement only, and trying again will not help."""
+def _rejected(exc: Exception) -> bool:
     return isinstance(exc, sql_errors.ServerOperationError) and not _transient(exc)
+
+
+def translate(exc: Exception) -> Exception:
+    """The exporter's error for a statement that failed for good, with the connector's first line as its message."""
+    if isinstance(exc, errors.SourceError):
+        return exc
+    kind = errors.StatementRejected if _rejected(exc) else \
+        errors.Unavailable if _transient(exc) else errors.SourceError
+    lines = str(exc).strip().splitlines()
+    translated = kind(lines[0][:300] if lines else type(exc).__name__)
+    translated.__cause__ = exc
+    return translated
 
 
 class SqlSource:
     """System tables through one SQL warehouse of one workspace; shared by that workspace's SQL collectors."""
 
-    def __init__(self, client: WorkspaceClient, settings: WorkspaceSettings, store: MetricStore):
-        self.client = client
+    def __init__(self, rest: RestSource, settings: WorkspaceSettings, report: RequestLog):
+        self.rest = rest
         self.settings = settings
-        self.store = store
-        self.warehouse_id = settings.warehouse_id or client.config.warehouse_id or None
+        self.report = report
+        self.warehouse_id = settings.warehouse_id or rest.config.warehouse_id or None
         self._lock = threading.Lock()
         self._connection = None
         self._endpoint: Endpoint | None = None
-        self._workspace_id: str | None = None
-        self._dbu_per_hour = 0.0        # of one cluster of the warehouse, once described
+        # DBUs an hour of one cluster of the warehouse, once described: what its statements cost, roughly.
+        self.dbu_per_hour = 0.0
 
     # -- the warehouse
 
@@ -106,10 +118,10 @@ class SqlSource:
         if not self.warehouse_id:
             raise SqlUnavailable("no SQL warehouse configured: set workspaces[].warehouse_id (or "
                                  "DATABRICKS_WAREHOUSE_ID)")
-        warehouse = self.client.warehouses.get(self.warehouse_id).as_dict()
-        self._dbu_per_hour = DBU_PER_CLUSTER_HOUR.get(warehouse.get("cluster_size") or "", 0.0)
+        warehouse = self.rest.warehouse(self.warehouse_id)
+        self.dbu_per_hour = DBU_PER_CLUSTER_HOUR.get(warehouse.get("cluster_size") or "", 0.0)
         odbc = warehouse.get("odbc_params") or {}
-        host = odbc.get("hostname") or urlparse(self.client.config.host).hostname
+        host = odbc.get("hostname") or urlparse(self.rest.host).hostname
         self._endpoint = Endpoint(host, int(odbc.get("port") or 443),
                                   odbc.get("path") or f"/sql/1.0/warehouses/{self.warehouse_id}")
         return warehouse
@@ -117,7 +129,8 @@ class SqlSource:
     # -- statements
 
     def query(self, statement: str, collector: str) -> list[dict]:
-        """Run one statement and return its rows as dicts. Transient failures are retried on a new connection."""
+        """Run one statement and return its rows as dicts. Transient failures are retried on a new connection; what
+        still fails raises StatementRejected (the warehouse refused it), Unavailable, or another SourceError."""
         started = time.monotonic()
         try:
             for attempt in range(1, ATTEMPTS + 1):
@@ -129,7 +142,7 @@ class SqlSource:
                 except Exception as exc:  # noqa: BLE001 - sorted into transient or final just below
                     self._disconnect()
                     if attempt == ATTEMPTS or not _transient(exc):
-                        raise
+                        raise translate(exc) from exc
                     log.info("SQL statement failed (%s); retrying on a new connection", describe(exc),
                              extra={"collector": collector})
                     time.sleep(RETRY_DELAY_SECONDS * attempt)
@@ -139,7 +152,7 @@ class SqlSource:
         raise AssertionError("unreachable")
 
     def record_skip(self, collector: str) -> None:
-        self.store.inc(m.SQL_QUERIES, {"workspace_id": self._label(), "collector": collector, "outcome": "skipped"})
+        self.report.sql_statement(collector, "skipped", None)
 
     def _execute(self, statement: str, collector: str) -> list[dict]:
         connection = self._connect()
@@ -154,7 +167,7 @@ class SqlSource:
         if self._endpoint is None:
             self._describe_warehouse()
         endpoint = self._endpoint
-        config = self.client.config
+        config = self.rest.config
         kwargs: dict[str, Any] = {}
         if self.settings.tls_ca_bundle:
             kwargs["_tls_trusted_ca_file"] = self.settings.tls_ca_bundle
@@ -183,18 +196,8 @@ class SqlSource:
 
     # -- bookkeeping
 
-    def _label(self) -> str:
-        if self._workspace_id is None:
-            self._workspace_id = rest.resolve_workspace_id(self.client, self.settings)
-        return self._workspace_id
-
     def _record(self, collector: str, outcome: str, started: float) -> None:
-        labels = {"workspace_id": self._label(), "collector": collector}
-        self.store.inc(m.SQL_QUERIES, {**labels, "outcome": outcome})
-        seconds = time.monotonic() - started
-        self.store.observe(m.SQL_QUERY_DURATION, labels, seconds)
-        if self._dbu_per_hour:
-            self.store.inc(m.SQL_ESTIMATED_DBUS, labels, seconds * self._dbu_per_hour / 3600)
+        self.report.sql_statement(collector, outcome, time.monotonic() - started)
 
 
 def describe(exc: Exception) -> str:

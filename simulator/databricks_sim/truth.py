@@ -1,0 +1,154 @@
+"""The simulator's ledger of what it made happen, which /simulator/truth reports.
+
+Each domain model records a terminal transition at the moment the simulator decides it (a run's plan, a query's
+draw, an update's final state, a batch's data quality), with explicit arguments and stamped with the simulated
+instant it takes effect. Reading the ledger for a window [since, now] counts the entries whose instant falls inside
+it. Nothing here looks at API payloads or applies the exporter's rules: the outcome is what the simulator chose.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+
+class _Entries:
+    """(at_ms, ...) tuples appended in any order (models generate ahead of time and out of order across entities),
+    sorted lazily by instant when read."""
+
+    def __init__(self):
+        self._rows: list[tuple] = []
+        self._sorted = True
+
+    def add(self, row: tuple) -> None:
+        if self._rows and row[0] < self._rows[-1][0]:
+            self._sorted = False
+        self._rows.append(row)
+
+    def between(self, since_ms: float, now_ms: float) -> list[tuple]:
+        if not self._sorted:
+            self._rows.sort(key=lambda r: r[0])   # mostly sorted already: Timsort merges the runs in linear time
+            self._sorted = True
+        lo = bisect.bisect_left(self._rows, since_ms, key=lambda r: r[0])
+        hi = bisect.bisect_right(self._rows, now_ms, key=lambda r: r[0])
+        return self._rows[lo:hi]
+
+
+def _bump(counts: dict, key, n: int = 1) -> None:
+    counts[key] = counts.get(key, 0) + n
+
+
+@dataclass
+class BilledDay:
+    """One UTC day of one workspace's billed usage at list price, as the billing model generated it."""
+
+    dbus: Decimal = Decimal(0)
+    cost: Decimal = Decimal(0)
+    visible_ms: int = 0             # when the day's last record becomes visible in system.billing.usage
+    restated: bool = False
+    by_sku: dict = field(default_factory=dict)
+    by_product: dict = field(default_factory=dict)
+    by_job: dict = field(default_factory=dict)
+    by_warehouse: dict = field(default_factory=dict)
+    by_pipeline: dict = field(default_factory=dict)
+    by_tag: dict = field(default_factory=dict)
+
+
+class Ledger:
+    """Every count /simulator/truth reports. Record methods take the facts as arguments; window methods answer in
+    the response shape of the truth endpoint."""
+
+    def __init__(self):
+        self._job_runs = _Entries()           # (ended_ms, job_id, run_id, outcome)
+        self._queries = _Entries()            # (ended_ms, warehouse_id, query_id, status)
+        self._updates = _Entries()            # (ended_ms, pipeline_id, update_id, state, cause)
+        self._output_rows = _Entries()        # (at_ms, pipeline_id, flow, rows)
+        self._dropped = _Entries()            # (at_ms, pipeline_id, dataset, records)
+        self._expectations = _Entries()       # (at_ms, pipeline_id, dataset, expectation, passed, failed)
+        self._billed: dict[str, dict[str, BilledDay]] = {}    # workspace_id -> YYYY-MM-DD -> day
+
+    # -- recording (called by the domain models)
+
+    def job_run_ended(self, job_id: int, run_id: int, ended_ms: int, outcome: str) -> None:
+        """outcome: how the simulator decided the run ends (SUCCESS, FAILED, TIMEDOUT, CANCELED, INTERNAL_ERROR,
+        SKIPPED)."""
+        self._job_runs.add((ended_ms, job_id, run_id, outcome))
+
+    def query_finished(self, warehouse_id: str, query_id: str, ended_ms: int, status: str) -> None:
+        self._queries.add((ended_ms, warehouse_id, query_id, status))
+
+    def pipeline_update_ended(self, pipeline_id: str, update_id: str, ended_ms: int, state: str, cause: str) -> None:
+        self._updates.add((ended_ms, pipeline_id, update_id, state, cause))
+
+    def flow_output_rows(self, pipeline_id: str, flow: str, at_ms: int, rows: int) -> None:
+        self._output_rows.add((at_ms, pipeline_id, flow, rows))
+
+    def dropped_records(self, pipeline_id: str, dataset: str, at_ms: int, records: int) -> None:
+        self._dropped.add((at_ms, pipeline_id, dataset, records))
+
+    def expectation_records(self, pipeline_id: str, dataset: str, expectation: str, at_ms: int, passed: int,
+                            failed: int) -> None:
+        self._expectations.add((at_ms, pipeline_id, dataset, expectation, passed, failed))
+
+    def billed(self, workspace_id: str, day: str, dbus: Decimal, cost: Decimal, visible_ms: int, restated: bool, *,
+               sku: str, product: str, job_id: str | None, warehouse_id: str | None, pipeline_id: str | None,
+               tags: dict[str, str]) -> None:
+        """Usage the billing model generated for one day (at list price), with what it is attributed to."""
+        billed = self.billed_days(workspace_id).setdefault(day, BilledDay())
+        billed.dbus += dbus
+        billed.cost += cost
+        billed.visible_ms = max(billed.visible_ms, visible_ms)
+        billed.restated = billed.restated or restated
+        _bump(billed.by_sku, sku, cost)
+        _bump(billed.by_product, product, cost)
+        for key, table in ((job_id, billed.by_job), (warehouse_id, billed.by_warehouse),
+                           (pipeline_id, billed.by_pipeline)):
+            if key:
+                _bump(table, key, cost)
+        for name, value in tags.items():
+            _bump(billed.by_tag.setdefault(name, {}), value, cost)
+
+    # -- windows (the truth endpoint's shapes)
+
+    def billed_days(self, workspace_id: str) -> dict[str, BilledDay]:
+        """Every day billed so far; the billing model decides which are complete (see billing.py)."""
+        return self._billed.setdefault(workspace_id, {})
+
+    def job_runs(self, since_ms: float, now_ms: int) -> dict:
+        by_job: dict[str, dict[str, int]] = {}
+        entries = self._job_runs.between(since_ms, now_ms)
+        for _, job_id, _, outcome in entries:
+            _bump(by_job.setdefault(str(job_id), {}), outcome)
+        return {"total": len(entries), "by_job": by_job}
+
+    def queries(self, since_ms: float, now_ms: int) -> dict:
+        by_warehouse: dict[str, dict[str, int]] = {}
+        entries = self._queries.between(since_ms, now_ms)
+        for _, warehouse_id, _, status in entries:
+            _bump(by_warehouse.setdefault(warehouse_id, {}), status)
+        return {"total": len(entries), "by_warehouse": by_warehouse}
+
+    def pipelines(self, since_ms: float, now_ms: int) -> dict:
+        updates = {"total": 0, "by_state": {}, "by_pipeline": {}, "by_cause": {}}
+        for _, pipeline_id, _, state, cause in self._updates.between(since_ms, now_ms):
+            updates["total"] += 1
+            _bump(updates["by_state"], state)
+            _bump(updates["by_pipeline"].setdefault(pipeline_id, {}), state)
+            _bump(updates["by_cause"].setdefault(cause, {}), state)
+        expectations = {"by_outcome": {"passed": 0, "failed": 0}, "by_pipeline": {}}
+        for _, pipeline_id, dataset, name, passed, failed in self._expectations.between(since_ms, now_ms):
+            counts = expectations["by_pipeline"].setdefault(pipeline_id, {}).setdefault(dataset, {}) \
+                .setdefault(name, {"passed": 0, "failed": 0})
+            counts["passed"] += passed
+            counts["failed"] += failed
+            expectations["by_outcome"]["passed"] += passed
+            expectations["by_outcome"]["failed"] += failed
+        dropped: dict[str, dict[str, int]] = {}
+        for _, pipeline_id, dataset, records in self._dropped.between(since_ms, now_ms):
+            _bump(dropped.setdefault(pipeline_id, {}), dataset, records)
+        rows: dict[str, dict[str, int]] = {}
+        for _, pipeline_id, flow, n in self._output_rows.between(since_ms, now_ms):
+            _bump(rows.setdefault(pipeline_id, {}), flow, n)
+        return {"pipeline_updates": updates, "pipeline_expectation_records": expectations,
+                "pipeline_dropped_records": dropped, "pipeline_flow_output_rows": rows}
