@@ -47,7 +47,7 @@ def test_a_closed_hour_reconciles_to_zero_except_the_runs_the_api_hid():
         for run in server.workspace.job_set.runs:
             if (str(run.job.job_id) in hidden_jobs and run.start_ms > scenario_start_ms
                     and start * 1000 <= run.end_ms < (start + HOUR) * 1000):
-                key = ("jobs", str(run.job.job_id), run.label)
+                key = ("jobs", str(run.job.job_id), run.outcome)
                 hidden[key] = hidden.get(key, 0) - 1
         assert hidden and sum(hidden.values()) <= -5
         assert {k: v for k, v in differences.items() if v} == hidden

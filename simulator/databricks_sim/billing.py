@@ -132,9 +132,6 @@ class BillingModel:
         self._billables: dict[str, Billable] = {}
         self._undrained: list[UsageRow] = []
         self._pipeline_ids = self._pipeline_id_map()
-        # (billable key, usage start) -> [billable, list cost] of job runs and all-purpose clusters, for the truth
-        # of what runs cost (timeline.run_cost_truth).
-        self.hour_cost: dict[tuple[str, int], list] = {}
 
     # -- prices
 
@@ -310,9 +307,11 @@ class BillingModel:
         self._ledger(billable, start, quantity)
 
     def _ledger(self, billable: Billable, start: int, quantity: Decimal) -> None:
+        """What a record of a job run or an all-purpose cluster costs, into the ledger (the truth of run costs)."""
         if billable.meta.get("job_run_id") or billable.product == "ALL_PURPOSE":
-            entry = self.hour_cost.setdefault((billable.key, start), [billable, ZERO])
-            entry[1] += quantity * self.price_at(billable.sku, start)
+            self.ws.ledger.usage_priced(billable.key, start, quantity * self.price_at(billable.sku, start),
+                                        job_run_id=billable.meta.get("job_run_id"),
+                                        cluster_id=billable.meta.get("cluster_id"))
 
     def _records(self, billable: Billable, hour: int, quantity: Decimal) -> list[UsageRow]:
         end = hour + HOUR_MS

@@ -30,7 +30,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from . import warehouse_events
 from .billing import BillingModel
 from .queries import MAX_QUERY_MS, QueryLog
 from .tables import CATALOG as TABLES_CATALOG
@@ -39,6 +38,7 @@ from .clusters import spark_node
 from .common import DAY_MS, HOUR_MS, MINUTE_MS, ApiError, digest, does_not_exist, invalid_parameter, sql_timestamp
 from .timeline import COLUMNS as JOB_RUN_TIMELINE_COLUMNS
 from .timeline import RunTimeline, run_cost_truth
+from .warehouse_events import VISIBLE_AFTER_MS, usage_truth, warehouse_events
 
 log = logging.getLogger(__name__)
 
@@ -373,10 +373,10 @@ class SystemTables:
         for w in self.ws.warehouses:
             done = self._events_done.get(w.id, 0)
             hi = bisect.bisect_right(w.transition_ts, now_ms)
-            for ts, event_type, clusters in warehouse_events.events(w, done, hi):
+            for ts, event_type, clusters in warehouse_events(w, done, hi):
                 rows.append({"account_id": self.ws.account_id, "workspace_id": str(self.ws.workspace_id),
                              "warehouse_id": w.id, "event_type": event_type, "cluster_count": clusters,
-                             "event_time": ts, "_visible_at": ts + warehouse_events.VISIBLE_AFTER_MS})
+                             "event_time": ts, "_visible_at": ts + VISIBLE_AFTER_MS})
             self._events_done[w.id] = hi
         return rows
 
@@ -773,12 +773,12 @@ class SqlService:
             self.queries.extend(now)
             self.billing.advance(now)
             return {"billing": self.billing.truth(now), "queries": self.ws.ledger.queries(since_ms, now),
-                    "job_run_cost": run_cost_truth(self.ws, self.billing, now)}
+                    "job_run_cost": run_cost_truth(self.ws, now)}
 
     def warehouse_usage_truth(self, start_ms: int, end_ms: int, grace_ms: int = 0) -> dict:
         with self.ws.lock:
             self.queries.extend(self.ws.now_advanced())
-            return warehouse_events.usage_truth(self.ws, self.queries, self.billing, start_ms, end_ms, grace_ms)
+            return usage_truth(self.ws, self.queries, self.billing, start_ms, end_ms, grace_ms)
 
     def list_history(self, **kwargs) -> dict:
         with self.ws.lock:

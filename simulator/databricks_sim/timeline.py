@@ -27,9 +27,9 @@ DEFAULT_LAG_MS = 10 * MINUTE_MS
 
 def ends(run) -> list[tuple[int, str]]:
     """(end_ms, REST result label) of every time the run ended, oldest first: its first end, then one per repair
-    once the jobs model records repairs (`repairs`: objects with end_ms and label, the run's own fields holding the
+    once the jobs model records repairs (`repairs`: objects with end_ms and outcome, the run's own fields holding the
     first end). The one place that knows how the jobs model spells repairs."""
-    return [(run.end_ms, run.label)] + [(r.end_ms, r.label) for r in getattr(run, "repairs", None) or ()]
+    return [(run.end_ms, run.outcome)] + [(r.end_ms, r.outcome) for r in getattr(run, "repairs", None) or ()]
 
 
 def compute_ids(run) -> list[str]:
@@ -88,9 +88,9 @@ class RunTimeline:
                 "job_parameters_k": [], "job_parameters_v": [], "_visible_at": end + self.lag_ms}
 
 
-def run_cost_truth(ws, billing, now: int) -> dict:
-    """What job runs cost, from the billing ledger (billing.hour_cost): per UTC day by job and the run's latest result
-    (REST spelling; RUNNING while it has not ended), the part billed after the run's first end (repairs) apart, and
+def run_cost_truth(ws, now: int) -> dict:
+    """What job runs cost, from the ledger's priced usage (billing.py records it): per UTC day by job and the run's
+    latest result (RUNNING while it has not ended), the part billed after the run's first end (repairs) apart, and
     the all-purpose bucket: the cost of all-purpose cluster hours during which a job run used the cluster (such
     usage names no job or run); and per run its job, result, last end (epoch seconds, None while running) and cost."""
     days: dict[str, dict] = {}
@@ -100,12 +100,12 @@ def run_cost_truth(ws, billing, now: int) -> dict:
         if run.job.compute == "existing" and run.life_cycle != "SKIPPED":
             for hour in range(run.start_ms // HOUR_MS * HOUR_MS, ends(run)[-1][0], HOUR_MS):
                 used.add((compute_ids(run)[0], hour))
-    for (_, hour), (billable, cost) in billing.hour_cost.items():
+    for (_, hour), (attribution, cost) in ws.ledger.priced_usage().items():
         day = dt.datetime.fromtimestamp(hour / 1000, dt.timezone.utc).date().isoformat()
         entry = days.setdefault(day, {"by_job": {}, "repairs": {}, "all_purpose": 0.0})
-        run_id = billable.meta.get("job_run_id")
+        run_id = attribution["job_run_id"]
         if run_id is None:
-            if (billable.meta.get("cluster_id"), hour) in used:
+            if (attribution["cluster_id"], hour) in used:
                 entry["all_purpose"] += float(cost)
             continue
         run = ws.job_set.by_id[int(run_id)]

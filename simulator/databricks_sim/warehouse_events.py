@@ -14,7 +14,7 @@ from .common import HOUR_MS, MINUTE_MS
 VISIBLE_AFTER_MS = MINUTE_MS
 
 
-def events(warehouse, start_index: int, stop_index: int) -> list[tuple[int, str, int]]:
+def warehouse_events(warehouse, start_index: int, stop_index: int) -> list[tuple[int, str, int]]:
     """(event_time, event_type, cluster_count) of the transitions start_index..stop_index-1: a change of state is
     the state's event, a change of cluster count while running a scale event, anything else no event."""
     out = []
@@ -39,7 +39,7 @@ def usage_truth(ws, queries, billing, start_ms: int, end_ms: int, grace_ms: int 
         w.extend(end_ms)
         hi = bisect.bisect_left(w.transition_ts, end_ms)
         by_type: dict[str, int] = {}
-        for ts, event_type, _ in events(w, 0, hi):
+        for ts, event_type, _ in warehouse_events(w, 0, hi):
             if ts >= start_ms:
                 by_type[event_type] = by_type.get(event_type, 0) + 1
         busy = sorted((q.start_ms, q.end_ms + grace_ms) for q in queries.loads[w.id].queries

@@ -9,7 +9,7 @@ from collections import defaultdict
 
 from .. import metrics as m
 from ..sources.sql import literal
-from ..store import Cycle
+from ..cycle import Cycle
 from .base import Cursor, register
 from .system_tables import SystemTableCollector, amount, finite, sql_date, sql_timestamp, utc
 

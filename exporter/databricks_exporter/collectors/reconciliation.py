@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .. import metrics as m
 from ..sources.sql import literal
-from ..store import Cycle
+from ..cycle import Cycle
 from .base import TALLY_SECONDS, register
 from .job_costs import rest_result
 from .system_tables import SystemTableCollector, amount, sql_timestamp

@@ -9,7 +9,7 @@ from collections import defaultdict
 
 from .. import metrics as m
 from ..sources.sql import DBU_PER_CLUSTER_HOUR, literal
-from ..store import Cycle
+from ..cycle import Cycle
 from .base import register
 from .system_tables import SystemTableCollector, amount, finite, sql_date, sql_timestamp, utc
 
@@ -142,12 +142,11 @@ class WarehouseUsageCollector(SystemTableCollector):
                 prices[str(row["warehouse_id"])].append((
                     utc(row["price_start_time"]).timestamp(), stop.timestamp() if stop else float("inf"),
                     finite(row["price"]), str(row["currency_code"])))
-        sizes = {w.id: w.cluster_size for w in self.client.warehouses.list()}
+        sizes = {w["id"]: w.get("cluster_size") for w in self.rest.warehouses()}
         for warehouse_id, timeline in events.items():
             with cycle.item("warehouse"):
                 self._count_warehouse(cycle, warehouse_id, sorted(timeline), merged(busy[warehouse_id]),
-                                      prices[warehouse_id], DBU_PER_CLUSTER_HOUR.get(
-                                          getattr(sizes.get(warehouse_id), "value", sizes.get(warehouse_id))),
+                                      prices[warehouse_id], DBU_PER_CLUSTER_HOUR.get(sizes.get(warehouse_id) or ""),
                                       start, end)
 
     def _count_warehouse(self, cycle, warehouse_id, timeline, busy, prices, dbu_rate, start, end) -> None:
