@@ -90,16 +90,12 @@ def test_no_import_cycle(package):
     assert cycles(edges) == []
 
 
-@pytest.mark.parametrize("package", [
-    pytest.param("databricks_exporter", marks=pytest.mark.xfail(
-        strict=True, reason="cli, sinks/otlp and webconfig import _listen_address, _expand_env, _Reader from config")),
-    "databricks_sim"])
+@pytest.mark.parametrize("package", ["databricks_exporter", "databricks_sim"])
 def test_no_private_name_imported_across_modules(package):
     _, private = graph(package)
     assert private == []
 
 
-@pytest.mark.xfail(strict=True, reason="source seam: another helper is doing it")
 def test_only_the_sources_import_the_sdk_and_the_connector():
     leaks = []
     for name, tree in modules("databricks_exporter").items():

@@ -12,7 +12,7 @@ import threading
 
 from . import __version__, logs
 from .collectors import COLLECTORS
-from .config import ConfigError, Settings, _listen_address, load, parse_duration
+from .config import ConfigError, Settings, load, parse_listen_address, parse_duration
 from .engine import Engine, Workspace, describe_error
 from .exposition import Renderer
 from .sinks import SINKS, start_sinks
@@ -152,7 +152,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = load(args.config_file, COLLECTORS, SINKS)
     if getattr(args, "listen_address", None):
         try:
-            settings.listen_address = _listen_address(args.listen_address)
+            settings.listen_address = parse_listen_address(args.listen_address)
         except ValueError as exc:
             raise ConfigError(f"--web.listen-address: {exc}") from None
     settings.state_file = args.state_file or settings.state_file

@@ -97,7 +97,7 @@ def parse_duration(value: Any) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def _expand_env(value: str, where: str) -> str:
+def expand_env(value: str, where: str) -> str:
     """${VAR} in a string comes from the environment, so secrets need not be written into the file."""
     def sub(match):
         name = match.group(1)
@@ -107,7 +107,7 @@ def _expand_env(value: str, where: str) -> str:
     return _ENV_REF.sub(sub, value)
 
 
-class _Reader:
+class Reader:
     """Walks one mapping of the YAML document, remembering where it is so errors can name the key."""
 
     def __init__(self, source: str, path: str, data: Any):
@@ -133,19 +133,19 @@ class _Reader:
         try:
             if kind in ("int", "float", "bool", "duration") and isinstance(value, str) and _ENV_REF.search(value):
                 # `shard.index: ${SHARD_INDEX}`: the environment holds text, read here as YAML reads a scalar.
-                value = yaml.safe_load(_expand_env(value, self.where(key)))
+                value = yaml.safe_load(expand_env(value, self.where(key)))
             value = _coerce(value, kind)
             if isinstance(value, str):
-                value = _expand_env(value, self.where(key))
+                value = expand_env(value, self.where(key))
             return check(value) if check else value
         except ConfigError:
             raise
         except (TypeError, ValueError, re.error) as exc:
             raise self.error(str(exc), key) from None
 
-    def child(self, key: str) -> "_Reader":
+    def child(self, key: str) -> "Reader":
         self.used.add(key)
-        return _Reader(self.source, f"{self.path}.{key}" if self.path else key, self.data.get(key))
+        return Reader(self.source, f"{self.path}.{key}" if self.path else key, self.data.get(key))
 
     def finish(self) -> None:
         unknown = sorted(set(map(str, self.data)) - self.used)
@@ -223,7 +223,7 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return check
 
 
-def _listen_address(value: str) -> str:
+def parse_listen_address(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"expected HOST:PORT, got {value!r}")
@@ -246,12 +246,12 @@ def load(path: str | None, collector_specs: dict[str, Any], sink_specs: dict[str
     component's name to its class, which declares default_interval, default_enabled and its own options
     (key -> (kind, default))."""
     source = path or "<defaults>"
-    top = _Reader(source, "", read_yaml(path, "configuration file") if path else {})
+    top = Reader(source, "", read_yaml(path, "configuration file") if path else {})
     settings = Settings(workspaces=[], collectors={}, source=source)
     settings.state_file = top.get("state_file", "str")
     settings.lookback = top.get("lookback", "duration", 3600.0)
     web = top.child("web")
-    settings.listen_address = web.get("listen_address", "str", DEFAULT_LISTEN, _listen_address)
+    settings.listen_address = web.get("listen_address", "str", DEFAULT_LISTEN, parse_listen_address)
     web.finish()
     log = top.child("log")
     settings.log_level = log.get("level", "str", "info", _choice("debug", "info", "warning", "error"))
@@ -324,7 +324,7 @@ def load(path: str | None, collector_specs: dict[str, Any], sink_specs: dict[str
         raise top.error("expected a non-empty list of workspaces", "workspaces")
     names = set()
     for index, entry in enumerate(entries):
-        reader = _Reader(source, f"workspaces[{index}]", entry)
+        reader = Reader(source, f"workspaces[{index}]", entry)
         auth = {key: value for key in AUTH_KEYS if (value := reader.get(key, "str")) is not None}
         if "host" in auth and not re.match(r"^(https?://)?[A-Za-z0-9.\-\[\]:]+/?$", auth["host"]):
             raise reader.error(f"not a workspace URL: {auth['host']!r}", "host")
@@ -352,7 +352,7 @@ def load(path: str | None, collector_specs: dict[str, Any], sink_specs: dict[str
     return settings
 
 
-def _pod_ordinal(hostname: str, shard: _Reader) -> int:
+def _pod_ordinal(hostname: str, shard: Reader) -> int:
     """The ordinal a StatefulSet gives its pod, which is also the pod's host name: `databricks-exporter-2` is 2."""
     match = re.fullmatch(r".+-(\d+)", hostname)
     if not match:

@@ -10,7 +10,7 @@ import ssl
 import threading
 from dataclasses import dataclass, field
 
-from .config import _Reader, read_yaml
+from .config import Reader, read_yaml
 
 CLIENT_AUTH = {
     "NoClientCert": ssl.CERT_NONE,
@@ -60,7 +60,7 @@ def load_web_config(path: str | None) -> WebConfig:
     if not path:
         return WebConfig()
     base = os.path.dirname(os.path.abspath(path))
-    top = _Reader(path, "", read_yaml(path, "web configuration file"))
+    top = Reader(path, "", read_yaml(path, "web configuration file"))
     config = WebConfig()
 
     tls = top.child("tls_server_config")

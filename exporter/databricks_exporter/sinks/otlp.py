@@ -24,7 +24,7 @@ import requests
 
 from .. import __version__
 from .. import metrics as m
-from ..config import ConfigError, _expand_env
+from ..config import ConfigError, expand_env
 from ..cycle import Family
 from .base import PROCESS_START, MetricFilter, PushError, Sink, describe, register
 
@@ -129,7 +129,7 @@ class OtlpSink(Sink):
         for key in ("headers", "resource_attributes"):
             try:
                 # ${VAR} works in these mappings' values as in any other value, so API keys stay out of the file.
-                options[key] = {name: _expand_env(value, f"{key}.{name}") for name, value in options[key].items()}
+                options[key] = {name: expand_env(value, f"{key}.{name}") for name, value in options[key].items()}
             except ConfigError as exc:
                 raise error(str(exc), key) from None
 
