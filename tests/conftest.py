@@ -1,8 +1,10 @@
 """Shared fixtures: the simulated workspace in-process, the exporter as a real subprocess, the real Prometheus and
-Alertmanager, and a webhook server standing in for the receivers."""
+Alertmanager, stand-in HTTP servers (a webhook server for the receivers), and the crash-and-converge drill of the
+exactly-once tests."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -29,6 +31,11 @@ if os.environ.get("CI"):
     hypothesis_settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true",
+                     help="rewrite tests/fixtures/e2e-metrics.txt from this run (tests/test_golden.py)")
 
 
 def free_port() -> int:
@@ -63,6 +70,60 @@ def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "cond
             return result
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def post(simulator, path: str) -> dict:
+    """POST to one of the simulated workspace's own endpoints (/simulator/pause, /simulator/faults, ...)."""
+    request = urllib.request.Request(simulator.url + path, method="POST", data=b"")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def truth(simulator, since: float) -> dict:
+    """The simulated workspace's own ledger of what completed since `since` (epoch seconds)."""
+    return json.loads(http_get(f"{simulator.url}/simulator/truth?since={since}")[2])
+
+
+@contextlib.contextmanager
+def paused(simulator):
+    """The simulated workspace standing still inside the block: nothing starts or ends, so its truth holds still."""
+    post(simulator, "/simulator/pause")
+    try:
+        yield
+    finally:
+        post(simulator, "/simulator/resume")
+
+
+def sigkill_restarts(exporter: ExporterProcess, outages, then: float = 0.0) -> None:
+    """The crash half of an exactly-once drill: for each (up, down) in `outages`, let the exporter run `up` seconds,
+    SIGKILL it (likely mid-cycle), and start it again `down` seconds later, while the simulated workspace keeps
+    completing work; then let it run `then` seconds more."""
+    for up, down in outages:
+        time.sleep(up)
+        exporter.kill(signal.SIGKILL)
+        time.sleep(down)
+        exporter.start()
+    time.sleep(then)
+
+
+def converge_on_truth(simulator, observe, expect, timeout: float = 30.0,
+                      what: str = "the exporter to equal the truth") -> tuple:
+    """The converge half: pause the simulated workspace, read the truth (`expect()`), and wait until what the
+    exporter reports (`observe()`) equals it; then resume. Returns (observed, expected); when it never converges the
+    assertion shows the last observation against the truth."""
+    with paused(simulator):
+        expected = expect()
+        observed = [None]
+
+        def equal() -> bool:
+            observed[0] = observe()
+            return observed[0] == expected
+
+        try:
+            wait_for(equal, timeout, what=what)
+        except AssertionError:
+            assert observed[0] == expected, f"timed out after {timeout}s waiting for {what}"
+        return observed[0], expected
 
 
 def require_binary(name: str) -> str:
@@ -254,6 +315,31 @@ class Alertmanager(PrometheusServer):
                                 f"--web.listen-address={self.address}", "--cluster.listen-address="])
 
 
+class StubHandler(BaseHTTPRequestHandler):
+    """The request handler of a server standing in for another (a workspace, CloudWatch, an OTLP endpoint, a
+    receiver): quiet, and one call writes a whole answer."""
+
+    def reply(self, status: int, body: bytes = b"", content_type: str | None = None,
+              headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for name, value in {**({"Content-Type": content_type} if content_type else {}), **(headers or {})}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def serve_stub(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    """`handler` served on a free local port from a daemon thread (its port: .server_port; stop it: .shutdown())."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return server
+
+
 class WebhookReceiver:
     """A local HTTP server standing in for PagerDuty, Slack and the rest: records every POST as (time received,
     path, JSON body), so a test sees what Alertmanager sent where, and when."""
@@ -263,23 +349,15 @@ class WebhookReceiver:
         self.posts: list[tuple[float, str, dict]] = []
         self._lock = threading.Lock()
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(StubHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with receiver._lock:
                     receiver.posts.append((time.time(), self.path, json.loads(body or b"{}")))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                self.reply(200)
 
-            def log_message(self, *args):
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
+        self._httpd = serve_stub(Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_port}"
 
     def received(self) -> list[tuple[float, str, dict]]:
         with self._lock:

@@ -1,11 +1,12 @@
 """Custom SQL metrics against the simulated workspace (real connector over HTTPS): the example configuration
-(docs/examples/custom-metrics.yml) is what the demo runs and each of its queries gives its series; queries run on
-their own intervals; a result that cannot be a metric fails its query, clearly logged; a failing query takes its
-series away and the collector down in the running exporter; and a bad query configuration is refused naming the
-file and the key."""
+(examples/custom-metrics.yml in the package, which the demo runs and the docs link to) is valid and each of its
+queries gives its series; queries run on their own intervals; a result that cannot be a metric fails its query,
+clearly logged; a failing query takes its series away and the collector down in the running exporter; and a bad
+query configuration is refused naming the file and the key."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -16,13 +17,13 @@ from sql_helpers import (  # noqa: F401 (clock and server are fixtures)
 )
 
 from conftest import ExporterProcess, require_binary, run_serve, wait_for
-from databricks_exporter.cli import DEMO_COLLECTORS
+from databricks_exporter.cli import DEMO_COLLECTORS, EXAMPLE_CONFIG
 from databricks_exporter.store import MetricStore
 from test_integration import parse, total
 
 pytestmark = pytest.mark.integration
-EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "custom-metrics.yml"
-EXAMPLE_QUERIES = yaml.safe_load(EXAMPLE.read_text())["collectors"]["custom"]["queries"]
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_QUERIES = DEMO_COLLECTORS["custom"]["queries"]
 CHECKS = {"non_null_id", "valid_email", "positive_age"}
 
 
@@ -33,19 +34,28 @@ def workspace(server):
     workspace.sql.close()
 
 
-def test_the_example_is_what_the_demo_runs_and_a_valid_configuration(monkeypatch):
+def test_the_example_the_demo_runs_is_a_valid_configuration(monkeypatch):
     from databricks_exporter.collectors import COLLECTORS
     from databricks_exporter.config import load
 
-    assert yaml.safe_load(EXAMPLE.read_text())["collectors"] == DEMO_COLLECTORS
     monkeypatch.setenv("DATABRICKS_HOST", "https://example.cloud.databricks.com")
-    settings = load(str(EXAMPLE), COLLECTORS)
+    settings = load(str(EXAMPLE_CONFIG), COLLECTORS)
     queries = settings.collectors["custom"].options["queries"]
     assert [q.metric.name for q in queries] == [
         "databricks_custom_data_quality_pass_ratio", "databricks_custom_reconciliation_rows",
         "databricks_custom_data_last_updated_timestamp_seconds", "databricks_custom_customer_rows_ingested_total"]
     assert [q.metric.type for q in queries] == ["gauge", "gauge", "gauge", "counter"]
     assert settings.collectors["tables"].options["tables"]["main.sales.orders"] == 3600
+
+
+def test_the_docs_link_to_the_example_the_package_ships():
+    """The example lives in the package (the demo reads it from any install); every link to it resolves to it."""
+    linked = []
+    for doc in (ROOT / "README.md", *(ROOT / "docs").glob("*.md")):
+        for target in re.findall(r"\]\(([^)#]*custom-metrics\.yml)\)", doc.read_text()):
+            linked.append((doc.name, (doc.parent / target).resolve()))
+    assert {doc for doc, _ in linked} == {"README.md", "configuration.md"}, linked
+    assert all(path == Path(str(EXAMPLE_CONFIG)).resolve() for _, path in linked), linked
 
 
 def test_every_example_query_gives_its_series_on_the_simulator(server, workspace, clock):

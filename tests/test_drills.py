@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 
 import pytest
 
-from conftest import fast_config, wait_for
+from conftest import converge_on_truth, fast_config, sigkill_restarts, truth, wait_for
 from test_integration import parse, total
 
 pytestmark = pytest.mark.integration
@@ -33,12 +34,6 @@ def test_crash_and_restart_drill(simulator, exporter_factory, prometheus_factory
     """SIGKILL the exporter at random moments, ten times, while the workload runs. The counters the real Prometheus
     scraped (job runs, queries, pipeline updates, expectation records) never reset, and in the end equal the
     simulated workspace's truth since each collector began counting: nothing lost, nothing counted twice."""
-    import random
-    import signal
-    import urllib.request
-
-    from conftest import http_get
-
     config = fast_config()
     config["collectors"].update({"queries": {"interval": "2s"}, "pipelines": {"interval": "2s"},
                                  "billing": {"enabled": False}, "utilization": {"enabled": False}})
@@ -49,39 +44,27 @@ def test_crash_and_restart_drill(simulator, exporter_factory, prometheus_factory
     assert all(since.values()), since
     prometheus = prometheus_factory([f"127.0.0.1:{exporter.port}"])
     rng = random.Random(11)
-    for _ in range(10):
-        time.sleep(rng.uniform(0.5, 4.0))
-        exporter.kill(signal.SIGKILL)
-        time.sleep(rng.uniform(0.0, 2.0))
-        exporter.start()
-    urllib.request.urlopen(urllib.request.Request(simulator.url + "/simulator/pause", method="POST", data=b""),
-                           timeout=10).read()
-    try:
-        def truth_since(collector: str) -> dict:
-            return json.loads(http_get(f"{simulator.url}/simulator/truth?since={since[collector]}")[2])
+    sigkill_restarts(exporter, [(rng.uniform(0.5, 4.0), rng.uniform(0.0, 2.0)) for _ in range(10)])
 
-        pipelines = truth_since("pipelines")
-        expected = {
-            "sum(databricks_job_runs_total)": truth_since("jobs")["job_runs"]["total"],
-            "sum(databricks_queries_total)": truth_since("queries")["queries"]["total"],
-            "sum(databricks_pipeline_updates_total)": pipelines["pipeline_updates"]["total"],
-            'sum(databricks_pipeline_expectation_records_total{outcome="passed"})':
-                pipelines["pipeline_expectation_records"]["by_outcome"]["passed"],
-            'sum(databricks_pipeline_expectation_records_total{outcome="failed"})':
-                pipelines["pipeline_expectation_records"]["by_outcome"]["failed"],
-        }
-        assert all(expected.values()), expected
+    promql = ("sum(databricks_job_runs_total)", "sum(databricks_queries_total)",
+              "sum(databricks_pipeline_updates_total)",
+              'sum(databricks_pipeline_expectation_records_total{outcome="passed"})',
+              'sum(databricks_pipeline_expectation_records_total{outcome="failed"})')
 
-        def scraped() -> dict:
-            return {q: float(r[0]["value"][1]) if (r := prometheus.query(q)) else -1 for q in expected}
+    def expected() -> dict:
+        jobs, queries, pipelines = (truth(simulator, since[c]) for c in ("jobs", "queries", "pipelines"))
+        records = pipelines["pipeline_expectation_records"]["by_outcome"]
+        want = dict(zip(promql, (jobs["job_runs"]["total"], queries["queries"]["total"],
+                                 pipelines["pipeline_updates"]["total"], records["passed"], records["failed"])))
+        assert all(want.values()), want
+        return want
 
-        wait_for(lambda: scraped() == {q: float(v) for q, v in expected.items()}, 90,
-                 what=f"Prometheus to scrape the truth {expected}")
-        window = int(time.time() - min(since.values())) + 60
-        for name in ("databricks_job_runs_total", "databricks_queries_total", "databricks_pipeline_updates_total",
-                     "databricks_pipeline_expectation_records_total"):
-            assert prometheus.query(f"sum(resets({name}[{window}s])) > 0") == [], name
-        print(f"crash drill: Prometheus scraped {scraped()}; truth {expected}")
-    finally:
-        urllib.request.urlopen(urllib.request.Request(simulator.url + "/simulator/resume", method="POST", data=b""),
-                               timeout=10).read()
+    def scraped() -> dict:
+        return {q: float(r[0]["value"][1]) if (r := prometheus.query(q)) else -1 for q in promql}
+
+    got, want = converge_on_truth(simulator, scraped, expected, timeout=90, what="Prometheus to scrape the truth")
+    window = int(time.time() - min(since.values())) + 60
+    for name in ("databricks_job_runs_total", "databricks_queries_total", "databricks_pipeline_updates_total",
+                 "databricks_pipeline_expectation_records_total"):
+        assert prometheus.query(f"sum(resets({name}[{window}s])) > 0") == [], name
+    print(f"crash drill: Prometheus scraped {got}; truth {want}")

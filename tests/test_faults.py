@@ -10,8 +10,8 @@ import urllib.request
 
 import pytest
 
-from conftest import fast_config, http_get, wait_for
-from test_integration import parse, total, truth
+from conftest import converge_on_truth, fast_config, http_get, truth, wait_for
+from test_integration import parse, total
 
 pytestmark = pytest.mark.integration
 
@@ -100,17 +100,10 @@ def test_throttling_and_outage_drill(simulator, exporter_factory):
     assert sum(injected.values()) > 20, injected
     assert max(latencies) < 1.0 and statistics.median(latencies) < 0.1, (max(latencies), statistics.median(latencies))
     assert {"jobs", "clusters", "warehouses"} & down_seen, down_seen
-    post = urllib.request.Request(simulator.url + "/simulator/pause", method="POST", data=b"")
-    urllib.request.urlopen(post, timeout=10).read()
-    try:
-        expected = truth(simulator, since)["job_runs"]["total"]
-        wait_for(lambda: total(parse(exporter.metrics()), "databricks_job_runs_total") == expected, 60,
-                 what=f"job runs to catch up with the truth ({expected})")
-        samples = parse(exporter.metrics())
-        assert total(samples, "databricks_exporter_collector_up", collector="jobs") == 1
-    finally:
-        urllib.request.urlopen(urllib.request.Request(simulator.url + "/simulator/resume", method="POST",
-                                                      data=b""), timeout=10).read()
+    converge_on_truth(simulator, lambda: total(parse(exporter.metrics()), "databricks_job_runs_total"),
+                      lambda: truth(simulator, since)["job_runs"]["total"], timeout=60,
+                      what="job runs to catch up with the truth")
+    assert total(parse(exporter.metrics()), "databricks_exporter_collector_up", collector="jobs") == 1
 
 
 def test_expired_pat_fails_the_collectors_until_it_is_rotated(simulator, exporter_factory):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import logging
 import threading
@@ -20,6 +19,8 @@ from databricks_exporter.engine import Engine
 from databricks_exporter.sinks import SINKS
 from databricks_exporter.cycle import Cycle
 from databricks_exporter.store import MetricStore
+
+from conftest import StubHandler, serve_stub
 
 SECRETS = {
     "DATABRICKS_TOKEN": "dapi0123456789abcdef0123456789abcdef",
@@ -90,37 +91,18 @@ def test_text_stays_readable(capsys):
     assert not line.startswith("{")
 
 
-class _EchoDatabricks(http.server.BaseHTTPRequestHandler):
+class _EchoDatabricks(StubHandler):
     """A workspace API that misbehaves: it echoes the caller's Authorization header back in the body."""
 
     def do_GET(self):
-        body = json.dumps({"id": "1", "userName": self.headers.get("Authorization", ""),
-                           "displayName": "echo"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.reply(200, json.dumps({"id": "1", "userName": self.headers.get("Authorization", ""),
+                                    "displayName": "echo"}).encode(), "application/json")
 
 
-class _Otlp(http.server.BaseHTTPRequestHandler):
+class _Otlp(StubHandler):
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-def _serve(handler) -> http.server.ThreadingHTTPServer:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    return server
+        self.reply(200)
 
 
 @pytest.mark.parametrize("fmt", ["json", "text"])
@@ -135,7 +117,7 @@ def test_no_secret_reaches_a_log_line_at_any_level(fmt, tmp_path, monkeypatch, c
     monkeypatch.delenv("DATABRICKS_CONFIG_PROFILE", raising=False)
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
-    databricks, otlp = _serve(_EchoDatabricks), _serve(_Otlp)
+    databricks, otlp = serve_stub(_EchoDatabricks), serve_stub(_Otlp)
     try:
         host, port = moto.get_host_and_port()
         config = tmp_path / "config.yml"

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -17,7 +15,7 @@ from databricks.sdk.errors import NotFound
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import http_get, wait_for
+from conftest import converge_on_truth, http_get, post, sigkill_restarts, truth, wait_for
 from databricks_exporter import metrics as m
 from databricks_exporter.collectors.pipelines import PipelinesCollector, event_time_ms, number
 from databricks_exporter.config import CollectorSettings
@@ -26,7 +24,7 @@ from databricks_exporter.cardinality import CardinalityGuard
 from databricks_exporter.cycle import Cycle
 from databricks_exporter.store import MetricStore
 from test_garbage import records, values
-from test_integration import parse, post, total
+from test_integration import parse, total
 
 PIPELINE_METRICS = [metric for metric in m.REGISTRY.values() if metric.collector == "pipelines"]
 QUIET = ("IDLE", "FAILED", "DELETED")
@@ -305,7 +303,7 @@ def test_every_pipeline_metric_has_values_and_the_event_log_is_read_as_the_api_a
 
     # With the world paused, a quiet pipeline's events are not fetched again; a running one's reads return only
     # the few events of the overlap margin, once per cycle.
-    post(simulator, "/simulator/pause")
+    post(simulator, "/simulator/pause")     # the simulator fixture ends with the test: no resume needed
     cycles_before = list_requests(simulator)
     wait_for(lambda: list_requests(simulator) >= cycles_before + 2, 30, what="two cycles to settle")
     statuses = {p.pipeline_id: p.state.value for p in w.pipelines.list_pipelines()}
@@ -349,8 +347,8 @@ def counted(exporter) -> tuple[dict, dict, dict, dict, float]:
     return expectations, updates, dropped, rows, since
 
 
-def expected(simulator, since: float) -> tuple[dict, dict, dict, dict, dict]:
-    truth = json.loads(http_get(f"{simulator.url}/simulator/truth?since={since}")[2])
+def from_truth(truth: dict) -> tuple[dict, dict, dict, dict]:
+    """What counted() should see, from the simulated workspace's ledger."""
     expectations = {(p, d, e, outcome): n
                     for p, datasets in truth["pipeline_expectation_records"]["by_pipeline"].items()
                     for d, exps in datasets.items() for e, outcomes in exps.items()
@@ -359,7 +357,7 @@ def expected(simulator, since: float) -> tuple[dict, dict, dict, dict, dict]:
                for s, n in states.items()}
     dropped = {(p, d): n for p, per in truth["pipeline_dropped_records"].items() for d, n in per.items() if n}
     rows = {(p, f): n for p, per in truth["pipeline_flow_output_rows"].items() for f, n in per.items() if n}
-    return expectations, updates, dropped, rows, truth
+    return expectations, updates, dropped, rows
 
 
 @pytest.mark.integration
@@ -368,34 +366,19 @@ def test_expectation_records_and_updates_counted_exactly_once_across_sigkill_res
     exporter = exporter_factory(only_pipelines()).start()
     first_since = counted(exporter)[4]
     assert first_since > 0
-    time.sleep(2)
-    exporter.kill(signal.SIGKILL)   # cycles run every second: likely mid-cycle
-    time.sleep(3)                   # batches and updates complete while the exporter is down
-    exporter.start()
-    time.sleep(2)
-    post(simulator, "/simulator/pause")
-    try:
-        want = expected(simulator, first_since)
+    # Cycles run every second: the kill is likely mid-cycle; batches and updates complete while the exporter is down.
+    sigkill_restarts(exporter, [(2, 3)], then=2)
+    ledger = {}
 
-        def converged():
-            got = counted(exporter)
-            return got if got[:4] == want[:4] and got[4] == first_since else None
+    def expected():
+        ledger.update(truth(simulator, first_since))
+        return (*from_truth(ledger), first_since)
 
-        try:
-            got = wait_for(converged, 30, what="pipeline counters == truth")
-        except AssertionError:
-            got = counted(exporter)
-            assert got[0] == want[0]
-            assert got[1] == want[1]
-            assert got[2] == want[2]
-            assert got[3] == want[3]
-            raise
-        truth = want[4]
-        assert truth["pipeline_updates"]["total"] > 0 and truth["pipeline_expectation_records"]["by_outcome"]["failed"]
-        reported = {o: sum(n for k, n in got[0].items() if k[3] == o) for o in ("passed", "failed")}
-        assert reported == truth["pipeline_expectation_records"]["by_outcome"]
-        print(f"\nsince {first_since:.3f}: exporter expectation records {reported}, truth "
-              f"{truth['pipeline_expectation_records']['by_outcome']}; updates {sum(got[1].values()):.0f} "
-              f"by state {truth['pipeline_updates']['by_state']}")
-    finally:
-        post(simulator, "/simulator/resume")
+    got, _ = converge_on_truth(simulator, lambda: counted(exporter), expected,
+                               what="pipeline counters to equal the truth")
+    assert ledger["pipeline_updates"]["total"] > 0 and ledger["pipeline_expectation_records"]["by_outcome"]["failed"]
+    reported = {o: sum(n for k, n in got[0].items() if k[3] == o) for o in ("passed", "failed")}
+    assert reported == ledger["pipeline_expectation_records"]["by_outcome"]
+    print(f"\nsince {first_since:.3f}: exporter expectation records {reported}, truth "
+          f"{ledger['pipeline_expectation_records']['by_outcome']}; updates {sum(got[1].values()):.0f} "
+          f"by state {ledger['pipeline_updates']['by_state']}")

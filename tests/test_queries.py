@@ -4,19 +4,16 @@ across SIGKILL restarts of the exporter; what is queued or running now is shown 
 
 from __future__ import annotations
 
-import json
-import signal
-import time
 from collections import defaultdict
 
 import pytest
 from sql_helpers import FakeClock, collector, connected, run_cycle, samples, sql_server
 
-from conftest import http_get, wait_for
+from conftest import converge_on_truth, sigkill_restarts, truth, wait_for
 from databricks_exporter import metrics as m
 from databricks_exporter.collectors.queries import duration_seconds, queue_seconds
 from databricks_exporter.store import MetricStore
-from test_integration import parse, post, total
+from test_integration import parse, total
 
 pytestmark = pytest.mark.integration
 
@@ -118,22 +115,11 @@ def test_queries_are_counted_exactly_once_across_sigkill_restarts(simulator, exp
                              "utilization": {"enabled": False}}}
     exporter = exporter_factory(config).start()
     first_since = wait_for(lambda: counted(exporter)[1], 30, what="counting_since")
-    for _ in range(2):
-        time.sleep(3)
-        exporter.kill(signal.SIGKILL)
-        time.sleep(4)               # queries end while the exporter is down
-        exporter.start()
-    time.sleep(3)
-    post(simulator, "/simulator/pause")
-    try:
-        truth = json.loads(http_get(f"{simulator.url}/simulator/truth?since={first_since}")[2])["queries"]
-        expected = {w: {s: float(n) for s, n in by.items()} for w, by in truth["by_warehouse"].items()}
+    sigkill_restarts(exporter, [(3, 4)] * 2, then=3)       # queries end while the exporter is down
 
-        def converged():
-            by_warehouse, since = counted(exporter)
-            return since == first_since and by_warehouse == expected
+    def expected():
+        queries = truth(simulator, first_since)["queries"]
+        assert queries["total"] > 100
+        return {w: {s: float(n) for s, n in by.items()} for w, by in queries["by_warehouse"].items()}, first_since
 
-        wait_for(converged, 30, what=f"queries_total == truth ({truth['total']})")
-        assert truth["total"] > 100
-    finally:
-        post(simulator, "/simulator/resume")
+    converge_on_truth(simulator, lambda: counted(exporter), expected, what="queries_total to equal the truth")

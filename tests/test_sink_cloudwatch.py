@@ -4,12 +4,10 @@ credentials), read back with ListMetrics and GetMetricData."""
 from __future__ import annotations
 
 import datetime
-import http.server
 import json
 import logging
 import math
 import re
-import threading
 import time
 import urllib.request
 
@@ -27,7 +25,7 @@ from databricks_exporter.sinks.cloudwatch import (DEFAULT_INCLUDE, MAX_REQUEST_B
 from databricks_exporter.cycle import Cycle
 from databricks_exporter.store import MetricStore
 
-from conftest import fast_config, free_port, wait_for
+from conftest import StubHandler, fast_config, free_port, serve_stub, wait_for
 
 WS = "1234567890"
 FAST_WITHOUT_JOBS = {"clusters": {"interval": "1s"}, "warehouses": {"interval": "1s"}, "jobs": {"enabled": False}}
@@ -340,7 +338,7 @@ def test_a_failing_endpoint_is_counted_logged_once_and_never_raised(tmp_path, ca
     assert "Could not connect" in sink.last_error
 
 
-class _Throttling(http.server.BaseHTTPRequestHandler):
+class _Throttling(StubHandler):
     """Answers PutMetricData as CloudWatch does when throttled, `throttle` times, then accepts."""
     throttle = 1
     calls: list[str] = []
@@ -349,25 +347,15 @@ class _Throttling(http.server.BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         type(self).calls.append(self.headers.get("X-Amz-Target", ""))
         if len(type(self).calls) <= type(self).throttle:
-            body = json.dumps({"__type": "Throttling", "message": "Rate exceeded"}).encode()
-            self.send_response(400)
-            self.send_header("x-amzn-query-error", "Throttling;Sender")
+            self.reply(400, json.dumps({"__type": "Throttling", "message": "Rate exceeded"}).encode(),
+                       "application/x-amz-json-1.0", {"x-amzn-query-error": "Throttling;Sender"})
         else:
-            body = b"{}"
-            self.send_response(200)
-        self.send_header("Content-Type", "application/x-amz-json-1.0")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+            self.reply(200, b"{}", "application/x-amz-json-1.0")
 
 
 def test_throttling_is_retried_with_backoff(tmp_path):
     _Throttling.calls = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Throttling)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    server = serve_stub(_Throttling)
     try:
         store = MetricStore()
         collector_finished(store)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import http.server
 import logging
 import threading
 import time
@@ -23,7 +22,7 @@ from databricks_exporter.sinks.otlp import OtlpSink, grpc_available
 from databricks_exporter.cycle import Cycle
 from databricks_exporter.store import MetricStore
 
-from conftest import fast_config, wait_for
+from conftest import StubHandler, fast_config, serve_stub, wait_for
 
 WS = "1234567890"
 FAST_WITHOUT_JOBS = {"clusters": {"interval": "1s"}, "warehouses": {"interval": "1s"}, "jobs": {"enabled": False}}
@@ -38,31 +37,22 @@ class Receiver:
         self.requests: list[tuple[dict, ExportMetricsServiceRequest]] = []
         receiver = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(StubHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 if self.path != "/v1/metrics":
-                    self.send_response(404)
-                    self.end_headers()
+                    self.reply(404)
                     return
                 request = ExportMetricsServiceRequest()
                 request.ParseFromString(body)
                 receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, request))
                 payload = ExportMetricsServiceResponse().SerializeToString() if receiver.status == 200 else b""
-                self.send_response(receiver.status)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                self.reply(receiver.status, payload, "application/x-protobuf")
 
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = serve_stub(Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def stop(self):
         self.server.shutdown()

@@ -9,6 +9,9 @@ import os
 import signal
 import sys
 import threading
+from importlib import resources
+
+import yaml
 
 from . import __version__, logs
 from .collectors import COLLECTORS
@@ -28,75 +31,11 @@ EXIT_CONFIG = 2
 STARTUP_RETRY_SECONDS = 10
 
 
-# What the demo watches when its configuration names no tables or custom queries: the collectors section of
-# docs/examples/custom-metrics.yml (tests/test_custom.py keeps the two equal), so the demo shows table health and
-# custom metrics, and the example is proven against the simulated workspace.
-DEMO_COLLECTORS: dict[str, dict] = {
-    "tables": {
-        "interval": "5m",
-        "tables": {
-            "main.processed.customer_data": {"max_staleness": "30m"},
-            "main.sales.orders": {"max_staleness": "1h"},
-            "main.gold.daily_revenue": {"max_staleness": "30m"},
-        },
-        "schemas": {
-            "main.bronze": {"max_staleness": "15m"},
-            "main.raw": {"exclude": ["_tmp$"], "max_staleness": "30m"},
-        },
-    },
-    "custom": {
-        "interval": "1m",
-        "queries": [
-            {
-                "name": "data_quality_pass_ratio",
-                "help": "Share of records passing the data-quality check in its latest run.",
-                "interval": "15m",
-                "value_column": "pass_ratio",
-                "label_columns": ["table_name", "check_name"],
-                "sql": (
-                    "SELECT table_name, check_name, passed_records / total_records AS pass_ratio\n"
-                    "FROM main.monitoring.data_quality_metrics\n"
-                    "WHERE timestamp = (SELECT MAX(timestamp) FROM main.monitoring.data_quality_metrics)\n"
-                    "  AND total_records > 0\n"
-                ),
-            },
-            {
-                "name": "reconciliation_rows",
-                "help": "Row counts of a dataset in its source and in its target table.",
-                "interval": "5m",
-                "value_column": "row_count",
-                "label_columns": ["dataset", "side"],
-                "sql": (
-                    "SELECT 'customer_data' AS dataset, 'source' AS side, COUNT(*) AS row_count\n"
-                    "FROM main.raw.customer_data WHERE status = 'active'\n"
-                    "UNION ALL\n"
-                    "SELECT 'customer_data' AS dataset, 'target' AS side, COUNT(*) AS row_count\n"
-                    "FROM main.processed.customer_data\n"
-                ),
-            },
-            {
-                "name": "data_last_updated_timestamp_seconds",
-                "help": "The newest updated_at in the table.",
-                "interval": "5m",
-                "value_column": "last_updated",
-                "label_columns": ["table_name"],
-                "sql": (
-                    "SELECT 'main.processed.customer_data' AS table_name,\n"
-                    "       unix_seconds(MAX(updated_at)) AS last_updated\n"
-                    "FROM main.processed.customer_data\n"
-                ),
-            },
-            {
-                "name": "customer_rows_ingested_total",
-                "help": "Rows ingested into main.raw.customer_data.",
-                "type": "counter",
-                "interval": "5m",
-                "value_column": "ingested",
-                "sql": "SELECT COUNT(*) AS ingested FROM main.raw.customer_data",
-            },
-        ],
-    },
-}
+# The example configuration of table health and custom SQL metrics ships in the package (the docs link to it), so that
+# the demo finds it in any install: when the demo's configuration names no tables or custom queries, it watches the
+# example's, which shows them off and proves the example against the simulated workspace.
+EXAMPLE_CONFIG = resources.files(__package__).joinpath("examples", "custom-metrics.yml")
+DEMO_COLLECTORS: dict[str, dict] = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))["collectors"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -263,8 +202,8 @@ def cmd_check(settings: Settings) -> int:
 
 
 def demo_collectors(settings: Settings) -> None:
-    """The demo's tables and custom queries (DEMO_COLLECTORS), for the collectors its configuration leaves
-    without any; their own intervals unless the configuration sets one."""
+    """The demo's tables and custom queries (DEMO_COLLECTORS, the example's), for the collectors its configuration
+    leaves without any; their own intervals unless the configuration sets one."""
     for name, section in DEMO_COLLECTORS.items():
         collector, spec = settings.collectors.get(name), COLLECTORS.get(name)
         if collector is None or any(collector.options.get(key) for key in section if key != "interval"):
