@@ -53,9 +53,10 @@ class Drill:
     scenario: str
     alert: str
     severity: str
-    # The label naming the affected entity, matched against the scenario's targets (its "<label>s" list); every
-    # target must get its own alert. None: the alert is about the whole workspace.
+    # The label naming the affected entity, matched against the scenario's targets (its "<label>s" list, or the
+    # list named by `targets`); every target must get its own alert. None: the alert is about the whole workspace.
     label: str | None = None
+    targets: str | None = None
 
 
 DRILLS = [
@@ -70,7 +71,8 @@ DRILLS = [
     Drill("table_stale", "DatabricksTableStale", "warning", "table"),
     Drill("failed_run_spend", "DatabricksJobFailedRunSpendHigh", "warning"),
     Drill("idle_warehouse", "DatabricksWarehouseIdleSpend", "warning", "warehouse_id"),
-    Drill("reconciliation_gap", "DatabricksReconciliationMismatch", "warning"),
+    # Each hidden job's runs are missing from the REST counts: one alert per job (entity_id).
+    Drill("reconciliation_gap", "DatabricksReconciliationMismatch", "warning", "entity_id", targets="job_ids"),
 ]
 # Thresholds scaled with time: DatabricksWarehouseIdleSpend compares an hour's idle cost, and a drill has minutes.
 THRESHOLDS = {"warehouse_idle_cost_hourly": 0.05}
@@ -241,7 +243,7 @@ def test_a_quiet_workspace_pages_nobody(stack):
 def test_incident_drill_pages_the_receiver_its_severity_routes_to(stack, scenarios, drill):
     started = scenarios[drill.scenario]["started_at"]
     targets = scenarios[drill.scenario]["targets"]
-    wanted = targets[drill.label + "s"] if drill.label else [None]
+    wanted = targets[drill.targets or drill.label + "s"] if drill.label else [None]
     receiver = RECEIVER[drill.severity]
 
     def paged() -> dict:
