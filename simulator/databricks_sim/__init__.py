@@ -1,6 +1,6 @@
 """A simulated Databricks workspace that speaks the real REST wire protocol, for demos and tests.
 
-The exporter never imports this package; it is only pointed at the simulator's URL.
+The exporter only points at its URL; its CLI imports it for `demo` and `simulate` alone.
 """
 
 from .server import SimulatorServer, run

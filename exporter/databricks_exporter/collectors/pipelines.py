@@ -1,7 +1,7 @@
 """Pipelines (Lakeflow Declarative Pipelines, DLT): state and health from the list, and from each pipeline's event
 log, read incrementally and counted exactly once, its updates, rows, backlog, dropped records and expectations.
 
-What is counted, and when (the simulated workspace's /simulator/truth uses the same rules):
+What is counted, and when (the simulated workspace counts the same things in its own ledger, as it makes them happen):
 - An update counts once, when its terminal update_progress event (COMPLETED, FAILED, CANCELED) appears, at that
   event's timestamp, labelled with the update's cause (from its create_update event, else the updates API).
 - flow_progress metrics and data_quality report one batch each (the event log is a stream of per-batch deltas, as
