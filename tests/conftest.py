@@ -94,13 +94,15 @@ def paused(simulator):
         post(simulator, "/simulator/resume")
 
 
-def sigkill_restarts(exporter: ExporterProcess, outages, then: float = 0.0) -> None:
+def sigkill_restarts(exporter: ExporterProcess, outages, then: float = 0.0, while_down=None) -> None:
     """The crash half of an exactly-once drill: for each (up, down) in `outages`, let the exporter run `up` seconds,
     SIGKILL it (likely mid-cycle), and start it again `down` seconds later, while the simulated workspace keeps
-    completing work; then let it run `then` seconds more."""
-    for up, down in outages:
+    completing work; then let it run `then` seconds more. while_down(n), if given, runs during the n-th outage."""
+    for n, (up, down) in enumerate(outages):
         time.sleep(up)
         exporter.kill(signal.SIGKILL)
+        if while_down is not None:
+            while_down(n)
         time.sleep(down)
         exporter.start()
     time.sleep(then)

@@ -37,7 +37,7 @@ class FakeClock:
 
 def sql_server(clock=None, seed: int = 7, start: float | None = T0, **kwargs) -> SimulatorServer:
     """A started simulator with the SQL listener; on `clock` (a FakeClock) when given."""
-    workspace_kwargs = {k: kwargs.pop(k) for k in ("history_seconds", "n_jobs", "n_clusters", "n_warehouses")
+    workspace_kwargs = {k: kwargs.pop(k) for k in ("history_seconds", "n_jobs", "n_clusters", "n_warehouses", "permission_gaps")
                         if k in kwargs}
     if clock is not None:
         workspace = SimulatedWorkspace(seed=seed, start=start, clock=clock, **workspace_kwargs)

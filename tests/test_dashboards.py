@@ -359,8 +359,9 @@ class Demo:
 
         require_binary("prometheus")
         self.exporter = self.prometheus = None
-        # sql_port=0: the HTTPS SQL listener the system-table collectors query, as `databricks-exporter demo` runs it.
-        self.simulator = SimulatorServer(port=0, seed=7, sql_port=0).start()
+        # sql_port=0: the HTTPS SQL listener the system-table collectors query, and the permission gaps, as
+        # `databricks-exporter demo` runs it.
+        self.simulator = SimulatorServer(port=0, seed=7, sql_port=0, permission_gaps=True).start()
         try:
             (directory / "exporter").mkdir()
             self.exporter = ExporterProcess(directory / "exporter", self.simulator, demo_config(self.simulator)).start()

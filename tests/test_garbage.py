@@ -127,8 +127,10 @@ def test_a_malformed_run_is_skipped_once_and_the_good_ones_count():
     good = {"run_id": 1, "job_id": 7, "start_time": 1e12, "end_time": 1e12 + 5000,
             "state": {"life_cycle_state": "TERMINATED", "result_state": "SUCCESS"}, "trigger": "PERIODIC"}
     bad = {"run_id": 2, "job_id": 7, "start_time": "yesterday", "end_time": 3}
+    # Job 7 is listed: a run of a job not in jobs/list would count as a one-time run.
     client = SimpleNamespace(jobs=SimpleNamespace(
-        list=lambda limit=100: iter([]), list_runs=lambda limit=25, active_only=False, **kw:
+        list=lambda limit=100: iter([Obj({"job_id": 7, "settings": {"name": "etl"}})]),
+        list_runs=lambda limit=25, active_only=False, **kw:
         iter([] if active_only else [Obj(good), Obj(bad)]), get_run=lambda run_id: Obj(good)))
     options = {"include": [], "exclude": [], "task_metrics": False, "listing_margin": 0.0, "max_run_duration": 3600.0}
     collector = JobsCollector(SimpleNamespace(rest=RestSource(client)), settings_for("jobs", **options), 3600, lambda: 1e9)

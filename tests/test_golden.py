@@ -95,7 +95,7 @@ def configuration(server) -> dict:
 def exposition(tmp_path: Path) -> str:
     """What `databricks-exporter once` prints for `configuration`, but with the exporter on the simulator's clock."""
     clock = FakeClock(T0)
-    server = sql_server(clock, seed=SEED, start=T0)
+    server = sql_server(clock, seed=SEED, start=T0, permission_gaps=True)     # as the served simulator plays them
     try:
         server.workspace.pause()
         path = tmp_path / "config.yml"

@@ -81,6 +81,40 @@ def test_json_lines_carry_the_cycle_context(monkeypatch, capsys):
     assert multi["event"] == "line one\nline two" and multi["sink"] == "otlp" and multi["level"] == "warning"
 
 
+class ForbiddenItemsCollector:
+    """Skips two items a 403 refused, every cycle, and counts one run."""
+
+    name = "pipelines"
+
+    def collect(self, cycle: Cycle, state: dict) -> None:
+        cycle.forbidden("event log of pipeline p-1", "CAN VIEW on the pipeline")
+        cycle.forbidden("event log of pipeline p-2", "CAN VIEW on the pipeline")
+        cycle.inc(m.JOB_RUNS, 1, job_id="7", result_state="SUCCESS", trigger="PERIODIC")
+
+
+def test_forbidden_items_are_counted_each_cycle_and_warned_about_once_an_hour(monkeypatch, capsys):
+    monkeypatch.setenv("DATABRICKS_HOST", "https://example.cloud.databricks.com")
+    now = [1_790_000_000.0]
+    store = MetricStore()
+    engine = Engine(load(None, COLLECTORS, SINKS), store, clock=lambda: now[0])
+    workspace = engine.workspaces[0]
+    workspace.workspace_id = "42"
+    logs.setup("info", "json")
+    for minutes in (0, 1, 30, 61):
+        now[0] = 1_790_000_000.0 + minutes * 60
+        assert engine.run_cycle(workspace, ForbiddenItemsCollector())     # the collector stays up
+    entries = [json.loads(line) for line in capsys.readouterr().err.strip().splitlines()]
+    warnings = [e["event"] for e in entries if e["level"] == "warning"]
+    # Two items, warned about at minute 0 and again at minute 61: four warnings for eight skips.
+    assert warnings == ["skipped event log of pipeline p-1: the credential may list it but not read it (403); grant "
+                        "CAN VIEW on the pipeline",
+                        "skipped event log of pipeline p-2: the credential may list it but not read it (403); grant "
+                        "CAN VIEW on the pipeline"] * 2
+    assert store.value("databricks_exporter_forbidden_items_total", workspace_id="42", collector="pipelines") == 8
+    assert store.value("databricks_job_runs_total", workspace_id="42", job_id="7", result_state="SUCCESS",
+                       trigger="PERIODIC") == 4
+
+
 def test_text_stays_readable(capsys):
     logs.setup("info", "text")
     logging.getLogger("databricks_exporter.engine").info(

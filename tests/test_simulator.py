@@ -68,11 +68,12 @@ def api(server, path: str, method: str = "GET", token: str | None = None, **kwar
     return requests.request(method, server.url + path, headers=headers, timeout=10, **kwargs)
 
 
-def label(run) -> str:
-    """The shared outcome rule, applied to SDK objects."""
-    if run.state.result_state is not None:
-        return run.state.result_state.value
-    return run.state.life_cycle_state.value
+def first_end(run) -> tuple[int, str]:
+    """When a run first ended and how, read here from the API for this test only: the ORIGINAL entry of a repaired
+    run's repair_history, else the run; the result_state, else the life_cycle_state (SKIPPED, INTERNAL_ERROR)."""
+    original = next((h for h in run.repair_history or [] if h.type.value == "ORIGINAL"), run)
+    state = original.state
+    return original.end_time, (state.result_state or state.life_cycle_state).value
 
 
 # ----------------------------------------------------------------------------------------- inventory & clusters
@@ -281,7 +282,7 @@ def test_run_shapes_match_the_api(server, w):
     assert queued.queue_duration > 0
 
     internal = fetch(lambda r: r.life_cycle == "INTERNAL_ERROR")
-    assert internal.state.result_state is None and label(internal) == "INTERNAL_ERROR"
+    assert internal.state.result_state is None and first_end(internal)[1] == "INTERNAL_ERROR"
 
     failed = fetch(lambda r: r.result == "FAILED" and r.job.multitask)
     assert failed.status.termination_details.code.value in ("RUN_EXECUTION_ERROR", "LIBRARY_INSTALLATION_ERROR",
@@ -391,9 +392,10 @@ def test_truth_matches_an_independent_count_through_the_sdk(server, w, paused):
     # Any run that ended after `since` started at most one maximum run span earlier.
     start_from = int(since * 1000) - ws.job_set.max_run_span_ms - 60_000
     counted: dict[str, Counter] = {}
-    for run in w.jobs.list_runs(completed_only=True, start_time_from=start_from):
-        if run.end_time >= since * 1000:
-            counted.setdefault(str(run.job_id), Counter())[label(run)] += 1
+    for run in w.jobs.list_runs(start_time_from=start_from):
+        ended, result = first_end(run)
+        if ended >= since * 1000:
+            counted.setdefault(str(run.job_id), Counter())[result] += 1
     assert truth["job_runs"]["total"] == sum(sum(c.values()) for c in counted.values()) > 20
     assert truth["job_runs"]["by_job"] == {job: dict(c) for job, c in counted.items()}
 
@@ -421,8 +423,21 @@ def test_the_ledger_counts_what_ended_inside_the_window_in_whatever_order_it_was
     ledger.job_run_ended(2, 21, 1_000, "FAILED")
     ledger.job_run_ended(1, 12, 9_000, "SKIPPED")      # planned ahead: it ends after both windows
     ledger.job_run_ended(1, 13, 2_000, "SUCCESS")
-    assert ledger.job_runs(1_000, 5_000) == {"total": 3, "by_job": {"1": {"SUCCESS": 2}, "2": {"FAILED": 1}}}
-    assert ledger.job_runs(1_001, 4_999) == {"total": 1, "by_job": {"1": {"SUCCESS": 1}}}
+    ledger.job_run_ended(77, 14, 3_000, "FAILED", "SUBMIT_RUN")
+    assert ledger.job_runs(1_000, 5_000) == {
+        "total": 4, "by_job": {"1": {"SUCCESS": 2}, "2": {"FAILED": 1}, "77": {"FAILED": 1}},
+        "by_run_type": {"JOB_RUN": {"SUCCESS": 2, "FAILED": 1}, "SUBMIT_RUN": {"FAILED": 1}}}
+    assert ledger.job_runs(1_001, 2_999) == {"total": 1, "by_job": {"1": {"SUCCESS": 1}},
+                                             "by_run_type": {"JOB_RUN": {"SUCCESS": 1}}}
+    # A repair counts when it ends, however long after its run; a retry with the end of its run.
+    ledger.job_run_repaired(2, 21, 901, 4_000, "SUCCESS")
+    ledger.job_run_repaired(2, 21, 902, 8_000, "FAILED")
+    ledger.job_task_retried(1, 13, "ingest", 2_000)
+    ledger.job_task_retried(1, 13, "publish", 2_000)
+    assert ledger.job_repairs(1_000, 5_000) == {"total": 1, "by_job": {"2": {"SUCCESS": 1}}}
+    assert ledger.job_repairs(1_000, 9_000) == {"total": 2, "by_job": {"2": {"SUCCESS": 1, "FAILED": 1}}}
+    assert ledger.job_retries(1_000, 5_000) == {"total": 2, "by_job": {"1": 2}}
+    assert ledger.job_retries(2_001, 5_000) == {"total": 0, "by_job": {}}
     ledger.pipeline_update_ended("p1", "u1", 3_000, "FAILED", "SCHEDULED")
     ledger.expectation_records("p1", "orders", "valid_id", 3_000, 90, 10)
     ledger.expectation_records("p1", "orders", "valid_id", 2_500, 5, 0)

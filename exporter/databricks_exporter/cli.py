@@ -235,7 +235,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     host, _, port = args.sim_listen.rpartition(":")
     # sql_port=0: an HTTPS listener for SQL on a free port, with a throwaway CA and certificate (see databricks_sim/tls.py).
-    simulator = SimulatorServer(host=host or "127.0.0.1", port=int(port), seed=args.seed, sql_port=0).start()
+    simulator = SimulatorServer(host=host or "127.0.0.1", port=int(port), seed=args.seed, sql_port=0,
+                                permission_gaps=True).start()
     os.environ["DATABRICKS_HOST"] = simulator.url
     os.environ["DATABRICKS_TOKEN"] = simulator.token
     for name in ("DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET", "DATABRICKS_CONFIG_PROFILE"):

@@ -73,6 +73,7 @@ class Cycle:
         self.malformed = 0                     # items skipped because their payload made no sense
         self.first_malformed = ""
         self.failures: list[str] = []          # parts of the cycle that failed; see fail()
+        self.forbidden_items: dict[str, str] = {}   # item -> the permission it needs; see forbidden()
 
     @contextlib.contextmanager
     def item(self, what: str):
@@ -88,6 +89,10 @@ class Cycle:
             self.malformed += 1
             if not self.first_malformed:
                 self.first_malformed = f"{what}: {type(exc).__name__}: {exc}"[:300]
+
+    def forbidden(self, item: str, permission: str) -> None:
+        """One item the credential may not read (403) was skipped; the rest of the cycle applies."""
+        self.forbidden_items[item] = permission
 
     def _labels(self, metric: m.Metric, labels: dict[str, Any]) -> LabelValues:
         if "workspace_id" in metric.labels:

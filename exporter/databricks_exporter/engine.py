@@ -4,6 +4,7 @@ metrics and readiness, so one that fails or hangs never stalls or hides the othe
 from __future__ import annotations
 
 import logging
+import math
 import platform
 import threading
 import time
@@ -22,6 +23,7 @@ from .store import MetricStore
 log = logging.getLogger(__name__)
 
 CONNECT_RETRY_MAX_SECONDS = 60
+FORBIDDEN_WARNING_INTERVAL = 3600.0     # one warning per forbidden item per hour: it stays forbidden until granted
 
 
 @dataclass
@@ -106,6 +108,7 @@ class Engine:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._forbidden_warned: dict[tuple[str, str, str], float] = {}
         store.set_gauges("build", {m.BUILD_INFO: {
             label_values(m.BUILD_INFO, {"version": __version__, "python_version": platform.python_version()}): 1}})
 
@@ -187,6 +190,8 @@ class Engine:
                                                    "collector": collector.name}, cycle.malformed)
                 log.warning("skipped %d malformed items; the first: %s", cycle.malformed, cycle.first_malformed,
                             extra=context)
+            if cycle.forbidden_items:
+                self._report_forbidden(workspace, collector, cycle.forbidden_items, context)
             if cycle.failures:
                 ok, error = False, "; ".join(cycle.failures)[:300]
         except Exception as exc:  # noqa: BLE001 - a failed cycle is reported, never fatal
@@ -207,6 +212,19 @@ class Engine:
             log.warning("collection cycle failed: %s", error, extra={**context, "duration_seconds": round(duration, 3)})
         self.publish_status()
         return ok
+
+    def _report_forbidden(self, workspace: Workspace, collector: Collector, items: dict[str, str],
+                          context: dict) -> None:
+        """Count the items a 403 made the cycle skip, and warn about each at most once an hour."""
+        self.store.inc(m.FORBIDDEN_ITEMS, {"workspace_id": workspace.workspace_id, "collector": collector.name},
+                       len(items))
+        now = self.clock()
+        for item, permission in items.items():
+            key = (workspace.workspace_id, collector.name, item)
+            if now - self._forbidden_warned.get(key, -math.inf) >= FORBIDDEN_WARNING_INTERVAL:
+                self._forbidden_warned[key] = now
+                log.warning("skipped %s: the credential may list it but not read it (403); grant %s", item,
+                            permission, extra=context)
 
     def _guard(self, workspace: Workspace, collector: Collector) -> CardinalityGuard | None:
         limits = [self.settings.max_series_per_collector]

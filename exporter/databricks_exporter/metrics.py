@@ -68,6 +68,12 @@ MALFORMED_ITEMS = define(
     "Items (runs, clusters, events, ...) skipped because their payload could not be understood; an item that stays "
     "in a listing is skipped, and counted, again each cycle.",
     WS + ("collector",))
+FORBIDDEN_ITEMS = define(
+    "databricks_exporter_forbidden_items_total", COUNTER,
+    "Items (a run, a pipeline's event log, a cluster's events) skipped because the credential may list them but not "
+    "read them (403); the rest of the cycle applies. An item still forbidden is skipped, and counted, each time it "
+    "is read again.",
+    WS + ("collector",))
 SERIES_DROPPED = define(
     "databricks_exporter_series_dropped", GAUGE,
     "Series the cardinality guard folded into entity \"_other\" (or dropped) in the collector's last cycle, because "
@@ -139,8 +145,14 @@ JOB_INFO = define(
     WS + ("job_id", "job_name", "schedule_paused"), collector="jobs", source="GET /api/2.2/jobs/list")
 JOB_RUNS = define(
     "databricks_job_runs_total", COUNTER,
-    "Completed job runs, counted once each, by result (result_state, else the life_cycle_state such as SKIPPED) "
-    "and trigger.", WS + ("job_id", "result_state", "trigger"), **_JOBS)
+    "Completed job runs, counted once each at their first terminal state (a later repair changes nothing here), by "
+    "result (from status.termination_details, else state: SUCCESS, FAILED, TIMEDOUT, CANCELED, SKIPPED, "
+    "INTERNAL_ERROR, ...) and trigger. One-time runs (runs/submit, notebook workflows, any job not in jobs/list) "
+    "count under job_id \"_one_time\".", WS + ("job_id", "result_state", "trigger"), **_JOBS)
+JOB_RUN_REPAIRS = define(
+    "databricks_job_run_repairs_total", COUNTER,
+    "Repairs of job runs (runs/repair: failed tasks re-run inside the same run), counted once each when the repair "
+    "ends, by its result.", WS + ("job_id", "result_state"), **_JOBS)
 JOB_RUN_DURATION = define(
     "databricks_job_run_duration_seconds", HISTOGRAM,
     "Duration of completed job runs, queueing excluded.", WS + ("job_id",), unit="seconds",
@@ -151,7 +163,8 @@ JOB_RUN_QUEUE_DURATION = define(
     buckets=QUEUE_DURATION_BUCKETS, **_JOBS)
 JOB_RUN_RETRIES = define(
     "databricks_job_run_retries_total", COUNTER,
-    "Retry attempts in completed job runs: task attempts after the first, and runs that are retries.",
+    "Retries in completed job runs, each counted once with its run: a task attempt after the first inside the run "
+    "(multitask format), or the run itself when it is a legacy RETRY run.",
     WS + ("job_id",), **_JOBS)
 JOB_RUNS_ACTIVE = define(
     "databricks_job_runs_active", GAUGE, "Job runs not yet finished, by state.",

@@ -71,9 +71,15 @@ def build():
                          description="429 means Databricks rate-limits the exporter: lengthen collector intervals."),
         timeseries_panel("Malformed items skipped", "cpm",
                          query(f"sum by (collector) (rate(databricks_exporter_malformed_items_total{{{WS}}}{RATE})) "
-                               "* 60", "{{collector}}"), w=24,
+                               "* 60", "{{collector}}"), w=12,
                          description="Runs, clusters or events whose payload the exporter could not understand; an "
                                      "item that stays in a listing is counted again each cycle."),
+        timeseries_panel("Forbidden items skipped", "cpm",
+                         query(f"sum by (collector) (rate(databricks_exporter_forbidden_items_total{{{WS}}}{RATE})) "
+                               "* 60", "{{collector}}"), w=12,
+                         description="Runs, pipeline event logs or cluster events the credential may list but not "
+                                     "read (403). The exporter log names each item and the permission it needs, "
+                                     "once an hour; `databricks-exporter check` lists them."),
         row("SQL warehouse (system tables)"),
         stat_panel("SQL collectors on stale data", "short",
                    query(f"sum(databricks_exporter_sql_data_stale{{{WS}}})"), w=4, h=8,

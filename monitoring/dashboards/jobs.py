@@ -36,6 +36,12 @@ def build():
         timeseries_panel("Completed runs by result", "cpm",
                          query(f"sum by (result_state) (rate(databricks_job_runs_total{{{WS}}}{RATE})) * 60",
                                "{{result_state}}"), stack=True),
+        timeseries_panel("Repairs by result", "cpm",
+                         query(f"sum by (result_state) (rate(databricks_job_run_repairs_total{{{WS}}}{RATE})) * 60",
+                               "{{result_state}}"), stack=True,
+                         description="Repairs (failed tasks re-run inside the same run), counted when each ends. A "
+                                     "repaired run stays counted once among the completed runs, with its first "
+                                     "result, so the failure rate is not lowered by repairing."),
         timeseries_panel("Failure rate (1h) by workspace", "percentunit",
                          query(f"workspace:databricks_job_runs:failure_ratio1h{{{WS}}} {WORKSPACE_NAME}",
                                "{{workspace_name}}"),
@@ -74,8 +80,8 @@ def build():
                          query(f"topk(10, sum by (workspace_id, job_id) "
                                f"(rate(databricks_job_run_retries_total{{{WS}}}{RATE}))) * 60 {JOB_NAME}",
                                "{{job_name}}"), w=24,
-                         description="Task attempts after the first, and runs that are retries, of the 10 jobs "
-                                     "retrying most."),
+                         description="Task attempts after the first inside a run, and legacy RETRY runs, of the "
+                                     "10 jobs retrying most (one-time runs under _one_time)."),
         row("Cost of runs (system tables)"),
         stat_panel("Failed runs cost today", CURRENCY,
                    query(f"sum(workspace:databricks_job_run_cost_failed_today:sum{{{WS}}}) or vector(0)"),

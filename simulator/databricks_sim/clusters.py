@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 from .common import (
     DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS, SERVICE_PRINCIPAL, TEAMS, USERS, decode_page_token, digest,
-    encode_page_token, invalid_parameter, legacy_does_not_exist, make_cluster_id, stable_hex, stable_int,
+    encode_page_token, invalid_parameter, legacy_does_not_exist, make_cluster_id, permission_denied, stable_hex,
+    stable_int,
 )
 
 CLUSTER_RETENTION_MS = 30 * DAY_MS
@@ -455,6 +456,10 @@ class ClusterSet:
         self.job_cluster_runs: list = []
         self._job_clusters: dict = {}
         self._max_run_span_ms = 0
+        # Permission gaps: one all-purpose cluster the caller may list but whose events it may not read.
+        shared = sorted(c.spec.cluster_id for c in self.clusters if c.spec.source in ("UI", "API"))
+        self.forbidden_cluster_id = (random.Random(f"{ws.seed}:forbidden-cluster").choice(shared)
+                                     if shared and ws.permission_gaps else None)
 
     def pick_shared(self, rng: random.Random) -> str | None:
         return rng.choice(self._shared) if self._shared else None
@@ -540,6 +545,9 @@ class ClusterSet:
         """Events in [start_time, end_time]; next_page is the complete body of the following request."""
         if not cluster_id:
             raise invalid_parameter("Missing required field: cluster_id")
+        if cluster_id == self.forbidden_cluster_id:
+            raise permission_denied(f"User does not have Can Attach To permission on cluster {cluster_id}, which "
+                                    "reading its events requires.", "clusters")
         order = (order or "DESC").upper()
         if order not in ("ASC", "DESC"):
             raise invalid_parameter(f"Invalid order: {order}")

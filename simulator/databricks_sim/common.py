@@ -27,16 +27,28 @@ TEAMS = [
 
 
 class ApiError(Exception):
-    """An error answered with an HTTP status and a Databricks error body {"error_code", "message"}."""
+    """An error answered with an HTTP status and a Databricks error body {"error_code", "message"}, with `details`
+    (ErrorInfo and the like) when given."""
 
-    def __init__(self, status: int, error_code: str, message: str):
+    def __init__(self, status: int, error_code: str, message: str, details: list[dict] | None = None):
         super().__init__(message)
         self.status = status
         self.error_code = error_code
         self.message = message
+        self.details = details
 
     def body(self) -> dict:
-        return {"error_code": self.error_code, "message": self.message}
+        body = {"error_code": self.error_code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+def permission_denied(message: str, domain: str) -> ApiError:
+    """403 on one object the caller may list but not read (a run, an event log, a cluster's events)."""
+    return ApiError(403, "PERMISSION_DENIED", message, [{
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "PERMISSION_DENIED",
+        "domain": f"{domain}.databricks.com", "metadata": {}}])
 
 
 def invalid_parameter(message: str) -> ApiError:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from .clusters import NODE_TYPES, SPARK_VERSIONS, ClusterSet, ClusterSpec
 from .common import (
     DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS, SERVICE_PRINCIPAL, TEAMS, USERS, decode_page_token, encode_page_token,
-    fast_randint, invalid_parameter, legacy_does_not_exist, make_cluster_id, stable_int,
+    ApiError, fast_randint, invalid_parameter, permission_denied, legacy_does_not_exist, make_cluster_id, stable_int,
 )
 
 # Run ids are (trigger second since 2020) * 10^7 + job index * 100 + slot. That keeps them unique without any
@@ -19,9 +19,22 @@ from .common import (
 # below 2^53 until 2048 so JavaScript consumers do not lose precision.
 RUN_ID_EPOCH_S = 1_577_836_800
 MAX_JOBS = 100_000
+SUBMIT_SLOTS = 1_000        # job indexes after the one-time stream's, so runs/submit can take 1,000 runs a second
 
-KIND_SCHEDULED, KIND_RETRY, KIND_MANUAL = 0, 1, 2
-TRIGGER_BY_KIND = {KIND_SCHEDULED: "PERIODIC", KIND_RETRY: "RETRY", KIND_MANUAL: "ONE_TIME"}
+KIND_SCHEDULED, KIND_RETRY, KIND_MANUAL, KIND_SUBMITTED = 0, 1, 2, 3
+TRIGGER_BY_KIND = {KIND_SCHEDULED: "PERIODIC", KIND_RETRY: "RETRY", KIND_MANUAL: "ONE_TIME",
+                   KIND_SUBMITTED: "ONE_TIME"}
+
+# One-time runs (runs/submit from Airflow or ADF, dbutils.notebook.run children) arrive at about this many a day.
+ONE_TIME_RUNS_PER_DAY = 500
+ONE_TIME_NAMES = ["airflow", "adf", "dbt-cloud", "prefect"]
+
+# Repairs: a share of the FAILED multitask runs is repaired by hand, most within minutes, some hours later (after
+# the run has left any listing window of recent runs); a repair that fails again may be repaired once more.
+REPAIR_SHARE = 0.35
+REPAIR_LATE_SHARE = 0.3
+REPAIR_SUCCESS = 0.75
+MAX_REPAIRS = 2
 
 SUBJECTS = [
     "orders", "customers", "payments", "inventory", "sessions", "clickstream", "invoices", "features",
@@ -55,7 +68,8 @@ class Run:
     """The compact record of one job run; full JSON is re-derived on demand from its deterministic plan."""
 
     __slots__ = ("run_id", "job", "start_ms", "exec_start_ms", "ready_ms", "end_ms", "kind", "attempt",
-                 "original_run_id", "life_cycle", "result", "outcome", "queue_reason", "cluster_id")
+                 "original_run_id", "life_cycle", "result", "outcome", "queue_reason", "cluster_id", "repairs",
+                 "run_type", "name")
 
     def __init__(self, run_id, job, start_ms, kind, attempt, original_run_id):
         self.run_id = run_id
@@ -72,10 +86,44 @@ class Run:
         self.outcome = ""             # how the simulator decided the run ends (see RunPlan.outcome)
         self.queue_reason: str | None = None
         self.cluster_id: str | None = None
+        self.repairs: list[Repair] = []     # in start order; the last may still be running
+        self.run_type = "JOB_RUN"
+        self.name: str | None = None          # a one-time run's own run_name
 
     @property
     def key(self) -> tuple[int, int]:
         return (self.start_ms, self.run_id)
+
+    @property
+    def job_id(self) -> int:
+        """A one-time run's job_id is its own (in no jobs/list answer); a job's run carries the job's."""
+        if self.run_type == "JOB_RUN":
+            return self.job.job_id
+        return 800_000_000_000_000 + self.run_id % 10**14
+
+    def repairs_started(self, now_ms: int) -> list["Repair"]:
+        return [r for r in self.repairs if r.start_ms <= now_ms]
+
+    def active_at(self, now_ms: int) -> bool:
+        return now_ms < self.end_ms or any(r.start_ms <= now_ms < r.end_ms for r in self.repairs)
+
+    def latest_end_ms(self) -> int:
+        return max([self.end_ms] + [r.end_ms for r in self.repairs])
+
+
+class Repair:
+    """One repair of a run: which tasks it re-ran (as new task runs), when, and how it ended."""
+
+    __slots__ = ("repair_id", "number", "start_ms", "end_ms", "result", "attempts")
+
+    def __init__(self, repair_id: int, number: int, start_ms: int, end_ms: int, result: str,
+                 attempts: list["AttemptPlan"]):
+        self.repair_id = repair_id
+        self.number = number
+        self.start_ms = start_ms
+        self.end_ms = end_ms
+        self.result = result
+        self.attempts = attempts
 
 
 def _run_key(run: Run) -> tuple[int, int]:
@@ -322,9 +370,13 @@ class Job:
             kind, attempt, original = KIND_MANUAL, 0, None
             self._next_manual_ms = start + max(MINUTE_MS, int(self._rng.expovariate(1 / self._manual_mean_ms)))
         run = Run(run_id, self, start, kind, attempt, original)
+        self.identify(run)
         self._admit(run)
         self.runs.append(run)
         return run
+
+    def identify(self, run: Run) -> None:
+        """Set what a run says it is (run_type, run_name) before it is planned; a job's runs are JOB_RUNs."""
 
     def _admit(self, run: Run) -> None:
         """Decide queueing/skipping against the runs still active at trigger time, then plan the execution."""
@@ -335,7 +387,7 @@ class Job:
             if not self.queue_enabled and run.kind != KIND_RETRY:
                 run.life_cycle = run.outcome = "SKIPPED"
                 self._active_ends = ends
-                self.ws.ledger.job_run_ended(self.job_id, run.run_id, run.end_ms, run.outcome)
+                self.ws.ledger.job_run_ended(run.job_id, run.run_id, run.end_ms, run.outcome, run.run_type)
                 return
             # FIFO queue: the run starts when enough of the runs ahead of it have finished.
             run.exec_start_ms = ends[len(ends) - k]
@@ -348,7 +400,16 @@ class Job:
         plan = self.plan(run)
         run.ready_ms, run.end_ms = plan.ready_ms, plan.end_ms
         run.life_cycle, run.result, run.outcome = plan.life_cycle, plan.result, plan.outcome
-        self.ws.ledger.job_run_ended(self.job_id, run.run_id, run.end_ms, run.outcome)
+        ledger = self.ws.ledger
+        ledger.job_run_ended(run.job_id, run.run_id, run.end_ms, run.outcome, run.run_type)
+        # A retry is final once its run has ended, so the ledger stamps it with the run's end.
+        if run.kind == KIND_RETRY:
+            ledger.job_task_retried(run.job_id, run.run_id, self.tasks[0].key, run.end_ms)
+        for a in plan.attempts:
+            if a.retry and a.start:
+                ledger.job_task_retried(run.job_id, run.run_id, a.task.key, run.end_ms)
+        if run.outcome == "FAILED" and self.multitask and run.run_type == "JOB_RUN":
+            self.ws.job_set.maybe_plan_repair(run, 1, run.end_ms)
         self._active_ends = ends + [run.end_ms]
         if (not self.multitask and run.result in ("FAILED", "TIMEDOUT")
                 and run.attempt < self.tasks[0].max_retries):
@@ -482,20 +543,61 @@ class Job:
         return RunPlan(attempts=attempts, ready_ms=ready, cleanup_start_ms=end - run_cleanup, end_ms=end,
                        life_cycle=life_cycle, result=result, code=code, type=type_, message=message, outcome=outcome)
 
+    def latest_task_results(self, run: Run, repairs: list[Repair]) -> dict[int, str | None]:
+        """Each task's result after the original run and the given repairs."""
+        latest: dict[int, str | None] = {}
+        for a in self.plan(run).attempts + [a for r in repairs for a in r.attempts]:
+            latest[a.index] = a.result
+        return latest
+
+    def plan_repair(self, run: Run, number: int, start_ms: int, rerun: list[int]) -> Repair:
+        """Repair `number` of the run re-runs the task indexes `rerun` from start_ms as new task runs (no task
+        retries inside a repair), drawn from its own seed so the same repair always plays the same."""
+        rng = random.Random(f"{self.ws.seed}:repair:{run.run_id}:{number}")
+        fail_at = None if rng.random() < REPAIR_SUCCESS else rng.choice(rerun)
+        attempts: list[AttemptPlan] = []
+        done: dict[str, tuple[int, bool]] = {}
+        for i in rerun:
+            task = self.tasks[i]
+            deps = [done[k] for k in task.depends_on if k in done]
+            start = max((e for e, _ in deps), default=start_ms) + fast_randint(rng, 300, 2_000)
+            if deps and not all(ok for _, ok in deps):
+                end = max(e for e, _ in deps)
+                attempts.append(AttemptPlan(task, i, 0, 0, 0, 0, 0, end, result="UPSTREAM_FAILED", code="SKIPPED",
+                                            type="CLIENT_ERROR", message="Upstream task failed."))
+                done[task.key] = (end, False)
+                continue
+            setup = fast_randint(rng, *self.launch_range_s) * SECOND_MS if not deps else fast_randint(rng, 500, 4_000)
+            execution = max(1_000, int(task.median_ms * rng.lognormvariate(0, 0.35)))
+            cleanup = fast_randint(rng, 300, 3_000)
+            attempt = AttemptPlan(task, i, 0, start, setup, execution, cleanup, start + setup + execution + cleanup)
+            if i == fail_at:
+                attempt.execution = int(execution * rng.uniform(0.05, 0.9))
+                attempt.end = start + setup + attempt.execution + cleanup
+                attempt.result, attempt.code, attempt.type = "FAILED", "RUN_EXECUTION_ERROR", "CLIENT_ERROR"
+                attempt.message = "Workload failed, see run output for details."
+            attempts.append(attempt)
+            done[task.key] = (attempt.end, attempt.result == "SUCCESS")
+        end = max(a.end for a in attempts) + fast_randint(rng, 1_000, 5_000)
+        result = "FAILED" if any(a.result != "SUCCESS" for a in attempts) else "SUCCESS"
+        repair_id = 10**15 + stable_int(self.ws.seed, run.run_id, "repair", number, bound=10**15)
+        return Repair(repair_id, number, start_ms, end, result, attempts)
+
     # -- run JSON
 
     def run_json(self, run: Run, now_ms: int, include_tasks: bool) -> dict:
         ws = self.ws
+        job_id = run.job_id
         out = {
-            "job_id": self.job_id,
+            "job_id": job_id,
             "run_id": run.run_id,
             "number_in_job": run.run_id,
             "original_attempt_run_id": run.original_run_id,
             "attempt_number": run.attempt,
             "creator_user_name": self.creator,
-            "run_name": self.name,
-            "run_page_url": f"{ws.base_url}/?o={ws.workspace_id}#job/{self.job_id}/run/{run.run_id}",
-            "run_type": "JOB_RUN",
+            "run_name": run.name or self.name,
+            "run_page_url": f"{ws.base_url}/?o={ws.workspace_id}#job/{job_id}/run/{run.run_id}",
+            "run_type": run.run_type,
             "trigger": TRIGGER_BY_KIND[run.kind],
             "format": "MULTI_TASK",
             "start_time": run.start_ms,
@@ -545,13 +647,8 @@ class Job:
                 out["setup_duration"] = last.setup
                 out["execution_duration"] = last.execution
                 out["cleanup_duration"] = max(0, run.end_ms - run.exec_start_ms - last.setup - last.execution)
-            state = {"life_cycle_state": run.life_cycle, "state_message": plan.message,
-                     "user_cancelled_or_timedout": run.result in ("CANCELED", "TIMEDOUT")}
-            if run.result:
-                state["result_state"] = run.result
-            out["state"] = state
-            out["status"] = {"state": "TERMINATED", "termination_details": {
-                "code": plan.code, "type": plan.type, "message": plan.message}}
+            out["state"], out["status"] = _terminal_state(run.life_cycle, run.result, plan.code, plan.type,
+                                                          plan.message)
         else:
             messages = {"QUEUED": "", "PENDING": "Waiting for cluster", "RUNNING": "", "TERMINATING": ""}
             out["state"] = {"life_cycle_state": phase, "state_message": messages[phase],
@@ -568,19 +665,60 @@ class Job:
             out["cluster_instance"] = {"cluster_id": cluster_id}
             if plan.ready_ms and now_ms >= plan.ready_ms:
                 out["cluster_instance"]["spark_context_id"] = str(stable_int(cluster_id, "ctx", bound=10**18))
+        # A task waiting to be retried shows WAITING_FOR_RETRY until its next attempt starts.
+        retry_starts = {a.index: a.start for a in plan.attempts if a.retry and a.start}
+        shown = [a for a in plan.attempts if a.retry == 0 or (a.start and now_ms >= a.start)]
+        repairs = run.repairs_started(now_ms)
+        if repairs:
+            self._overlay_repairs(out, run, plan, shown, repairs, now_ms)
         if include_tasks:
-            out["tasks"] = [self._task_json(run, a, now_ms) for a in plan.attempts
-                            if a.retry == 0 or now_ms >= a.start]
+            out["tasks"] = [self._task_json(run, a, now_ms, retry_starts.get(a.index) if not a.retry else None)
+                            for a in shown]
+            out["tasks"] += [self._task_json(run, a, now_ms, None, repair=r) for r in repairs for a in r.attempts]
         return out
 
-    def _task_common(self, run: Run, index: int, retry: int) -> dict:
+    def _overlay_repairs(self, out: dict, run: Run, plan: RunPlan, shown: list[AttemptPlan], repairs: list[Repair],
+                         now_ms: int) -> None:
+        """A repaired run: its repair_history, and the state, end and duration of its latest repair."""
+        history = [{"type": "ORIGINAL", "start_time": run.start_ms, "end_time": run.end_ms,
+                    "state": out["state"], "status": out["status"],
+                    "task_run_ids": [self._task_run_id(run, a) for a in shown]}]
+        for repair in repairs:
+            entry = {"type": "REPAIR", "id": repair.repair_id, "start_time": repair.start_ms,
+                     "task_run_ids": [self._task_run_id(run, a, repair) for a in repair.attempts]}
+            if now_ms >= repair.end_ms:
+                failed = next((a for a in repair.attempts if a.result == "FAILED"), None)
+                message = f"Task {failed.task.key} failed with message: {failed.message}" if failed else ""
+                entry["end_time"] = repair.end_ms
+                entry["state"], entry["status"] = _terminal_state(
+                    "TERMINATED", repair.result, failed.code if failed else "SUCCESS",
+                    failed.type if failed else "SUCCESS", message)
+                out["run_duration"] += repair.end_ms - repair.start_ms
+            else:
+                entry["end_time"] = 0
+                entry["state"] = {"life_cycle_state": "RUNNING", "state_message": "",
+                                  "user_cancelled_or_timedout": False}
+                entry["status"] = {"state": "RUNNING"}
+            history.append(entry)
+        latest = history[-1]
+        out["end_time"] = latest["end_time"]
+        out["state"], out["status"] = latest["state"], latest["status"]
+        out["repair_history"] = history
+
+    def _task_run_id(self, run: Run, a: AttemptPlan, repair: Repair | None = None) -> int:
+        if repair is None:
+            return run.run_id + 1 + a.index * 2 + a.retry
+        return 3 * 10**15 + stable_int(self.ws.seed, run.run_id, "repair-task", repair.number, a.index,
+                                       bound=10**15)
+
+    def _task_common(self, run: Run, index: int, retry: int, task_run_id: int | None = None) -> dict:
         task = self.tasks[index]
-        task_run_id = run.run_id + 1 + index * 2 + retry
+        task_run_id = task_run_id or run.run_id + 1 + index * 2 + retry
         out = self.task_json(task)
         out.update({
             "run_id": task_run_id,
             "attempt_number": run.attempt + retry,
-            "run_page_url": f"{self.ws.base_url}/?o={self.ws.workspace_id}#job/{self.job_id}/run/{task_run_id}",
+            "run_page_url": f"{self.ws.base_url}/?o={self.ws.workspace_id}#job/{run.job_id}/run/{task_run_id}",
             "start_time": 0, "end_time": 0, "setup_duration": 0, "execution_duration": 0, "cleanup_duration": 0,
             "run_duration": 0, "queue_duration": 0,
         })
@@ -593,21 +731,22 @@ class Job:
             "code": "SKIPPED", "type": "CLIENT_ERROR", "message": "The job run was skipped."}}
         return out
 
-    def _task_json(self, run: Run, a: AttemptPlan, now_ms: int) -> dict:
-        out = self._task_common(run, a.index, a.retry)
-        if now_ms >= a.end and (a.start == 0 or now_ms >= a.start):
+    def _task_json(self, run: Run, a: AttemptPlan, now_ms: int, retry_start: int | None,
+                   repair: Repair | None = None) -> dict:
+        out = self._task_common(run, a.index, a.retry,
+                                self._task_run_id(run, a, repair) if repair is not None else None)
+        if retry_start and a.end <= now_ms < retry_start:
+            out.update(start_time=a.start, end_time=a.end)
+            out["state"] = {"life_cycle_state": "WAITING_FOR_RETRY", "state_message": a.message,
+                            "user_cancelled_or_timedout": False}
+            out["status"] = {"state": "WAITING"}
+        elif now_ms >= a.end and (a.start == 0 or now_ms >= a.start):
             out["end_time"] = a.end
             if a.start:
                 out["start_time"] = a.start
                 out.update(setup_duration=a.setup, execution_duration=a.execution, cleanup_duration=a.cleanup,
                            run_duration=a.end - a.start)
-            state = {"life_cycle_state": a.life_cycle, "state_message": a.message,
-                     "user_cancelled_or_timedout": a.result in ("CANCELED", "TIMEDOUT")}
-            if a.result:
-                state["result_state"] = a.result
-            out["state"] = state
-            out["status"] = {"state": "TERMINATED",
-                             "termination_details": {"code": a.code, "type": a.type, "message": a.message}}
+            out["state"], out["status"] = _terminal_state(a.life_cycle, a.result, a.code, a.type, a.message)
         else:
             if a.start == 0 or now_ms < a.start:
                 phase = "BLOCKED" if a.task.depends_on else "PENDING"
@@ -627,6 +766,42 @@ class Job:
         return out
 
 
+def _terminal_state(life_cycle: str, result: str | None, code: str, type_: str, message: str) -> tuple[dict, dict]:
+    """The deprecated `state` and the current `status` of something that has ended."""
+    state = {"life_cycle_state": life_cycle, "state_message": message,
+             "user_cancelled_or_timedout": result in ("CANCELED", "TIMEDOUT")}
+    if result:
+        state["result_state"] = result
+    status = {"state": "TERMINATED", "termination_details": {"code": code, "type": type_, "message": message}}
+    return state, status
+
+
+class OneTimeRuns(Job):
+    """The stream of one-time runs: runs/submit from schedulers such as Airflow or ADF (SUBMIT_RUN) and
+    dbutils.notebook.run children (WORKFLOW_RUN). Each run has a job_id of its own that jobs/list never shows, and
+    its own run_name; the definition here only shapes how they run."""
+
+    def __init__(self, ws, index: int):
+        super().__init__(ws, index, None, False)
+        # Submissions neither queue nor skip, run on serverless compute, and retry only inside the run.
+        self.max_concurrent_runs, self.queue_enabled = 10**6, False
+        self.compute, self.existing_cluster_id, self.launch_range_s = "serverless", None, (5, 40)
+        if not self.multitask:
+            self.tasks[0].max_retries = 0
+        self._retryable = [i for i, t in enumerate(self.tasks) if t.max_retries]
+        self._manual_mean_ms = DAY_MS / ONE_TIME_RUNS_PER_DAY
+        self._next_manual_ms = ws.world_start_ms + int(self._rng.expovariate(1 / self._manual_mean_ms))
+
+    def identify(self, run: Run) -> None:
+        if run.kind == KIND_SUBMITTED:
+            run.run_type = "SUBMIT_RUN"
+            return
+        seed = self.ws.seed
+        run.run_type = "WORKFLOW_RUN" if stable_int(seed, run.run_id, "run-type", bound=5) == 0 else "SUBMIT_RUN"
+        tool = ONE_TIME_NAMES[stable_int(seed, run.run_id, "tool", bound=len(ONE_TIME_NAMES))]
+        subject = SUBJECTS[stable_int(seed, run.run_id, "subject", bound=len(SUBJECTS))]
+        run.name = f"{tool}-{subject}-{run.run_id % 100_000:05d}"
+
 
 class JobSet:
     """The workspace's jobs, the global index of their runs in (start_time, run_id) order, and the jobs API.
@@ -636,8 +811,9 @@ class JobSet:
     """
 
     def __init__(self, ws, clusters: ClusterSet, n_jobs: int):
-        if n_jobs >= MAX_JOBS:
-            raise ValueError(f"n_jobs must be below {MAX_JOBS}: run ids reserve 5 digits for the job index")
+        if n_jobs >= MAX_JOBS - SUBMIT_SLOTS:
+            raise ValueError(f"n_jobs must be below {MAX_JOBS - SUBMIT_SLOTS}: run ids reserve 5 digits for the job "
+                             "index, and the last indexes for one-time runs")
         self.ws = ws
         self.clusters = clusters
         periods_rng = random.Random(f"{ws.seed}:periods")
@@ -655,25 +831,145 @@ class JobSet:
             self.jobs.append(Job(ws, i, period, paused))
         self._jobs_by_id = {j.job_id: j for j in self.jobs}
         self._job_ids_sorted = sorted(self._jobs_by_id)
+        self.one_time = OneTimeRuns(ws, n_jobs)
+        self._generators: list[Job] = self.jobs + [self.one_time]
         self.runs: list[Run] = []
         self.by_id: dict[int, Run] = {}
         self.max_run_span_ms = 0
-        self._trigger_heap = [(*job.next_trigger(), job.index) for job in self.jobs]
+        self._trigger_heap = [(*job.next_trigger(), job.index) for job in self._generators]
         heapq.heapify(self._trigger_heap)
+        # Repairs: the planned ones wait in a heap of (at_ms, run_id, number) and start in time order; every repair
+        # started is indexed by start so active-runs listings find runs repaired long after they started.
+        self._repair_heap: list[tuple[int, int, int]] = []
+        self.repairs: list[tuple[int, Run]] = []
+        self.max_repair_span_ms = 0
+        # Permission gaps: the caller may list this job's runs but not read one with runs/get.
+        candidates = [j for j in self.jobs if j.scheduled and 5 <= j.period_min <= 60]
+        self.forbidden_job_id = random.Random(f"{ws.seed}:forbidden-job").choice(candidates).job_id \
+            if candidates and ws.permission_gaps else None
 
     def advance(self, now_ms: int) -> None:
         heap = self._trigger_heap
         while heap and heap[0][0] <= now_ms:
             _, _, job_index = heapq.heappop(heap)
-            job = self.jobs[job_index]
-            run = job.emit_next()
-            self.runs.append(run)
-            self.by_id[run.run_id] = run
-            self.max_run_span_ms = max(self.max_run_span_ms, run.end_ms - run.start_ms)
-            if run.cluster_id and run.life_cycle != "SKIPPED":
-                self.clusters.add_job_run(run)
+            job = self._generators[job_index]
+            self._add(job.emit_next())
             start_ms, run_id = job.next_trigger()
             heapq.heappush(heap, (start_ms, run_id, job_index))
+        # Every run that started by now_ms is planned, so every planned repair due by now_ms is known.
+        repairs = self._repair_heap
+        while repairs and repairs[0][0] <= now_ms:
+            at_ms, run_id, number = heapq.heappop(repairs)
+            run = self.by_id[run_id]
+            latest = run.job.latest_task_results(run, run.repairs)
+            # A repair someone made in the meantime (API, scenario) takes this one's place.
+            if len(run.repairs) < number and not run.active_at(at_ms) and set(latest.values()) != {"SUCCESS"}:
+                self.start_repair(run, at_ms, [i for i, r in sorted(latest.items()) if r != "SUCCESS"])
+
+    def _add(self, run: Run) -> None:
+        if self.runs and _run_key(run) < _run_key(self.runs[-1]):
+            bisect.insort(self.runs, run, key=_run_key)
+        else:
+            self.runs.append(run)
+        self.by_id[run.run_id] = run
+        self.max_run_span_ms = max(self.max_run_span_ms, run.end_ms - run.start_ms)
+        if run.cluster_id and run.life_cycle != "SKIPPED":
+            self.clusters.add_job_run(run)
+
+    # -- repairs
+
+    def maybe_plan_repair(self, run: Run, number: int, after_ms: int) -> None:
+        """Decide from the run's own seed whether someone repairs it (again) and when."""
+        rng = random.Random(f"{self.ws.seed}:repair-plan:{run.run_id}:{number}")
+        if number > MAX_REPAIRS or rng.random() >= (REPAIR_SHARE if number == 1 else 0.5):
+            return
+        if number == 1 and rng.random() < REPAIR_LATE_SHARE:
+            delay = fast_randint(rng, 60, 180) * MINUTE_MS
+        else:
+            delay = fast_randint(rng, 3, 30) * MINUTE_MS
+        heapq.heappush(self._repair_heap, (after_ms + delay, run.run_id, number))
+
+    def start_repair(self, run: Run, at_ms: int, rerun: list[int]) -> Repair:
+        repair = run.job.plan_repair(run, len(run.repairs) + 1, at_ms, rerun)
+        run.repairs.append(repair)
+        self.repairs.append((at_ms, run))
+        self.max_repair_span_ms = max(self.max_repair_span_ms, repair.end_ms - repair.start_ms)
+        self.ws.ledger.job_run_repaired(run.job_id, run.run_id, repair.repair_id, repair.end_ms, repair.result)
+        if repair.result == "FAILED":
+            self.maybe_plan_repair(run, repair.number + 1, repair.end_ms)
+        return repair
+
+    def repair_run(self, now: int, run_id: int, rerun_tasks: list[str] | None = None,
+                   rerun_all_failed_tasks: bool = False, latest_repair_id: int | None = None) -> dict:
+        """POST /api/2.2/jobs/runs/repair: re-run the named tasks, or all that did not succeed, from now."""
+        run = self._readable_run(now, run_id)
+        if run.life_cycle == "SKIPPED":
+            raise ApiError(400, "INVALID_STATE", f"Run {run_id} was skipped and cannot be repaired.")
+        if run.active_at(now):
+            raise ApiError(400, "INVALID_STATE", f"Run {run_id} is still active and cannot be repaired.")
+        last = run.repairs[-1].repair_id if run.repairs else None
+        if run.repairs and latest_repair_id != last:
+            raise invalid_parameter(f"The latest repair of run {run_id} is {last}: pass it as latest_repair_id.")
+        keys = [t.key for t in run.job.tasks]
+        if rerun_tasks:
+            unknown = sorted(set(rerun_tasks) - set(keys))
+            if unknown:
+                raise invalid_parameter(f"Task keys {unknown} are not tasks of run {run_id}.")
+            rerun = sorted(keys.index(k) for k in set(rerun_tasks))
+        elif rerun_all_failed_tasks:
+            latest = run.job.latest_task_results(run, run.repairs)
+            rerun = [i for i, r in sorted(latest.items()) if r != "SUCCESS"]
+            if not rerun:
+                raise invalid_parameter(f"Run {run_id} has no failed tasks to re-run.")
+        else:
+            raise invalid_parameter("One of rerun_tasks or rerun_all_failed_tasks must be given.")
+        return {"repair_id": self.start_repair(run, now, rerun).repair_id}
+
+    def repair_failed_since(self, now: int, since_ms: int) -> list[int]:
+        """Repair every run whose latest attempt FAILED and ended in [since_ms, now] (the repair_storm scenario)."""
+        repaired = []
+        lo = bisect.bisect_left(self.runs, (since_ms - self.max_run_span_ms - self.max_repair_span_ms, 0),
+                                key=_run_key)
+        for run in self.runs[lo:]:
+            if run.active_at(now) or run.life_cycle == "SKIPPED" or not since_ms <= run.latest_end_ms() <= now:
+                continue
+            latest = run.job.latest_task_results(run, run.repairs)
+            failed = [i for i, r in sorted(latest.items()) if r != "SUCCESS"]
+            if failed and (run.repairs[-1].result if run.repairs else run.result) == "FAILED":
+                self.start_repair(run, now, failed)
+                repaired.append(run.run_id)
+        return repaired
+
+    def _repairing(self, now: int) -> list[Run]:
+        """Runs with a repair going on at `now`."""
+        lo = bisect.bisect_left(self.repairs, now - self.max_repair_span_ms, key=lambda r: r[0])
+        return list({id(run): run for _, run in self.repairs[lo:] if run.active_at(now)}.values())
+
+    # -- one-time runs
+
+    def submit(self, now: int, run_name: str | None) -> dict:
+        """POST /api/2.2/jobs/runs/submit: a one-time run starting now, planned like the stream's."""
+        job = self.one_time
+        for slot in range(SUBMIT_SLOTS):
+            run_id = make_run_id(now, job.index + 1 + slot, KIND_SUBMITTED)
+            if run_id not in self.by_id:
+                break
+        else:
+            raise ApiError(429, "REQUEST_LIMIT_EXCEEDED", "Too many runs submitted in one second.")
+        run = Run(run_id, job, now, KIND_SUBMITTED, 0, None)
+        job.identify(run)
+        run.name = run_name or "Untitled"
+        job._admit(run)
+        bisect.insort(job.runs, run, key=_run_key)
+        self._add(run)
+        return {"run_id": run_id}
+
+    def _readable_run(self, now: int, run_id: int) -> Run:
+        run = self.by_id.get(run_id)
+        if run is None or run.start_ms > now or not self.ws.scenarios.apply("run_listed", run.start_ms, True, run,
+                                                                            now):
+            raise legacy_does_not_exist(f"Run {run_id} does not exist.")
+        return run
 
     def _job(self, job_id: int) -> Job:
         job = self._jobs_by_id.get(job_id)
@@ -725,22 +1021,31 @@ class JobSet:
             # Nothing that started longer ago than the longest run can still be active.
             floor = max(floor, now - self.max_run_span_ms)
         lo = bisect.bisect_left(runs, (floor, 0), key=_run_key)
+        if active_only:
+            # A run being repaired is active again however long ago it started.
+            ceiling = _run_key(runs[hi]) if hi < len(runs) else (float("inf"), 0)
+            repairing = [r for r in self._repairing(now) if (start_time_from or 0) <= r.start_ms
+                         and _run_key(r) < ceiling and (job_id is None or r.job_id == job_id)
+                         and _run_key(r) < (floor, 0)]
+            candidates = sorted(runs[lo:hi] + repairing, key=_run_key, reverse=True)
+        else:
+            candidates = (runs[i] for i in range(hi - 1, lo - 1, -1))
         picked: list[Run] = []
         skip = offset if (offset and not page_token) else 0
-        if run_type in (None, "JOB_RUN"):
-            for i in range(hi - 1, lo - 1, -1):
-                run = runs[i]
-                done = run.end_ms <= now
-                if (active_only and done) or (completed_only and not done):
-                    continue
-                if not self.ws.scenarios.apply("run_listed", run.start_ms, True, run, now):
-                    continue
-                if skip:
-                    skip -= 1
-                    continue
-                picked.append(run)
-                if len(picked) > limit:
-                    break
+        for run in candidates:
+            if run_type is not None and run.run_type != run_type:
+                continue
+            done = not run.active_at(now)
+            if (active_only and done) or (completed_only and not done):
+                continue
+            if not self.ws.scenarios.apply("run_listed", run.start_ms, True, run, now):
+                continue
+            if skip:
+                skip -= 1
+                continue
+            picked.append(run)
+            if len(picked) > limit:
+                break
         has_more = len(picked) > limit
         picked = picked[:limit]
         out = {"runs": [r.job.run_json(r, now, expand_tasks) for r in picked], "has_more": has_more}
@@ -750,9 +1055,9 @@ class JobSet:
             del out["runs"]
         return out
 
-    def get_run(self, now: int, run_id: int) -> dict:
-        run = self.by_id.get(run_id)
-        if run is None or run.start_ms > now or not self.ws.scenarios.apply("run_listed", run.start_ms, True, run,
-                                                                            now):
-            raise legacy_does_not_exist(f"Run {run_id} does not exist.")
+    def get_run(self, now: int, run_id: int, principal: str = "sim-admin@example.com") -> dict:
+        run = self._readable_run(now, run_id)
+        if run.job_id == self.forbidden_job_id:
+            raise permission_denied(f"User {principal} does not have View permissions on job {run.job_id}. "
+                                    "Ask a job owner for CAN VIEW.", "jobs")
         return run.job.run_json(run, now, include_tasks=True)

@@ -50,6 +50,7 @@ from .common import (
     fast_randint,
     invalid_parameter,
     make_cluster_id,
+    permission_denied,
     stable_hex,
 )
 
@@ -892,6 +893,10 @@ class PipelineSet:
                 spec = PipelineDef(**{**spec.__dict__, "name": f"{spec.name}_{i // len(PIPELINES)}"})
             self.pipelines.append(SimPipeline(self, i, spec))
         self.by_id = {p.pipeline_id: p for p in self.pipelines}
+        # Permission gaps: one pipeline the caller may list but whose event log it may not read.
+        ids = sorted(self.by_id)
+        self.forbidden_pipeline_id = (random.Random(f"{ws.seed}:forbidden-pipeline").choice(ids)
+                                      if ids and ws.permission_gaps else None)
         self.event_queries: deque = deque(maxlen=EVENT_QUERY_LOG)
         self._log_lock = threading.Lock()
 
@@ -988,6 +993,9 @@ class PipelineSet:
                 self.event_queries.append(entry)
 
     def _list_events(self, pipeline_id: str, query: dict[str, list[str]]) -> dict:
+        if pipeline_id == self.forbidden_pipeline_id:
+            raise permission_denied(f"User does not have CAN VIEW permission on pipeline {pipeline_id}, which "
+                                    "reading its event log requires.", "pipelines")
         unknown = set(query) - {"filter", "max_results", "order_by", "page_token"}
         if unknown:
             raise invalid_parameter(f"Unknown parameters: {', '.join(sorted(unknown))}")

@@ -171,6 +171,17 @@ class JobFailureStorm(Scenario):
         return "FAILED" if str(job.job_id) in window.targets["job_ids"] else outcome
 
 
+@scenario
+class RepairStorm(Scenario):
+    name = "repair_storm"
+    summary = ("Someone repairs every run that failed in the last hour at once (after fixing a shared cause), so "
+               "repairs of runs far behind any listing window of recent runs all start now.")
+
+    def pick(self, ws, rng, now_ms, taken):
+        # The repairs are the scenario: they start when it does, through the same path as runs/repair.
+        return {"run_ids": [str(r) for r in ws.job_set.repair_failed_since(now_ms, now_ms - HOUR_MS)]}
+
+
 class _NodeStress(Scenario):
     # column -> (floor, noise byte, divisor): the column reads floor + noise[byte] / divisor, a stable jitter.
     LEVELS: dict[str, tuple[float, int, int]] = {}

@@ -247,6 +247,8 @@ class SimulatorServer:
             route("GET", "/api/2.2/jobs/get", self._jobs_get),
             route("GET", "/api/2.2/jobs/runs/list", self._runs_list),
             route("GET", "/api/2.2/jobs/runs/get", self._runs_get),
+            route("POST", "/api/2.2/jobs/runs/repair", self._runs_repair),
+            route("POST", "/api/2.2/jobs/runs/submit", self._runs_submit),
             route("GET", "/api/2.0/sql/warehouses", self._warehouses_list),
             route("GET", "/api/2.0/sql/warehouses/{id}", self._warehouses_get),
             # Lakeflow Declarative Pipelines (pipelines.py).
@@ -539,7 +541,28 @@ class SimulatorServer:
             start_time_to=request.integer("start_time_to")))
 
     def _runs_get(self, request: Request) -> Response:
-        return Response(200, self.workspace.get_run(request.required("run_id", request.integer)))
+        return Response(200, self.workspace.get_run(request.required("run_id", request.integer),
+                                                    self._principal_name(request)))
+
+    def _runs_repair(self, request: Request) -> Response:
+        body = request.json()
+        try:
+            run_id = int(body["run_id"])
+            latest = body.get("latest_repair_id")
+            latest = int(latest) if latest is not None else None
+        except KeyError:
+            raise invalid_parameter("Missing required field: run_id") from None
+        except (TypeError, ValueError):
+            raise invalid_parameter("run_id and latest_repair_id must be integers") from None
+        return Response(200, self.workspace.repair_run(
+            run_id, rerun_tasks=body.get("rerun_tasks"),
+            rerun_all_failed_tasks=bool(body.get("rerun_all_failed_tasks")), latest_repair_id=latest))
+
+    def _runs_submit(self, request: Request) -> Response:
+        body = request.json()
+        if not body.get("tasks"):
+            raise invalid_parameter("A one-time run needs at least one task in `tasks`.")
+        return Response(200, self.workspace.submit_run(body.get("run_name")))
 
     def _warehouses_list(self, request: Request) -> Response:
         return Response(200, self.workspace.list_warehouses(page_size=request.integer("page_size"),
@@ -679,7 +702,8 @@ def run(listen: str = "127.0.0.1:8080", seed: int = 1, token: str | None = None,
     if sql_listen:
         sql_host, sql_port = _parse_listen(sql_listen)
         sql = {"sql_host": sql_host, "sql_port": sql_port, "sql_hostname": sql_hostname, "tls_dir": tls_dir}
-    server = SimulatorServer(host=host, port=port, seed=seed, token=token or DEFAULT_TOKEN, **sql)
+    server = SimulatorServer(host=host, port=port, seed=seed, token=token or DEFAULT_TOKEN, permission_gaps=True,
+                             **sql)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

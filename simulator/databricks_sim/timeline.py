@@ -26,16 +26,15 @@ DEFAULT_LAG_MS = 10 * MINUTE_MS
 
 
 def ends(run) -> list[tuple[int, str]]:
-    """(end_ms, REST result label) of every time the run ended, oldest first: its first end, then one per repair
-    once the jobs model records repairs (`repairs`: objects with end_ms and outcome, the run's own fields holding the
-    first end). The one place that knows how the jobs model spells repairs."""
-    return [(run.end_ms, run.outcome)] + [(r.end_ms, r.outcome) for r in getattr(run, "repairs", None) or ()]
+    """(end_ms, REST result label) of every time the run ended, oldest first: its first end, then each repair's (the
+    jobs model's Repair: end_ms and result)."""
+    return [(run.end_ms, run.outcome)] + [(r.end_ms, r.result or "INTERNAL_ERROR") for r in run.repairs]
 
 
 def compute_ids(run) -> list[str]:
     if run.life_cycle == "SKIPPED":
         return []       # a skipped run used no compute
-    cluster = run.cluster_id or run.job.existing_cluster_id
+    cluster = run.cluster_id or getattr(run.job, "existing_cluster_id", None)
     return [cluster] if cluster else []
 
 
@@ -81,9 +80,9 @@ class RunTimeline:
                 code = "SKIPPED" if run.life_cycle == "SKIPPED" else run.job.plan(run).code
         job = run.job
         return {"account_id": self.ws.account_id, "workspace_id": str(self.ws.workspace_id),
-                "job_id": str(job.job_id), "run_id": str(run.run_id), "period_start_time": start,
+                "job_id": str(run.job_id), "run_id": str(run.run_id), "period_start_time": start,
                 "period_end_time": end, "trigger_type": TRIGGER.get(run.kind, "ONE_TIME"),
-                "run_type": getattr(run, "run_type", "JOB_RUN"), "run_name": job.name,
+                "run_type": run.run_type, "run_name": getattr(run, "name", None) or job.name,
                 "compute_ids": compute_ids(run), "result_state": result, "termination_code": code,
                 "job_parameters_k": [], "job_parameters_v": [], "_visible_at": end + self.lag_ms}
 

@@ -60,7 +60,9 @@ class Ledger:
     the response shape of the truth endpoint."""
 
     def __init__(self):
-        self._job_runs = _Entries()           # (ended_ms, job_id, run_id, outcome)
+        self._job_runs = _Entries()           # (ended_ms, job_id, run_id, outcome, run_type)
+        self._job_repairs = _Entries()        # (ended_ms, job_id, run_id, repair_id, outcome)
+        self._job_retries = _Entries()        # (run_ended_ms, job_id, run_id, task_key)
         self._queries = _Entries()            # (ended_ms, warehouse_id, query_id, status)
         self._updates = _Entries()            # (ended_ms, pipeline_id, update_id, state, cause)
         self._output_rows = _Entries()        # (at_ms, pipeline_id, flow, rows)
@@ -72,10 +74,19 @@ class Ledger:
 
     # -- recording (called by the domain models)
 
-    def job_run_ended(self, job_id: int, run_id: int, ended_ms: int, outcome: str) -> None:
-        """outcome: how the simulator decided the run ends (SUCCESS, FAILED, TIMEDOUT, CANCELED, INTERNAL_ERROR,
-        SKIPPED)."""
-        self._job_runs.add((ended_ms, job_id, run_id, outcome))
+    def job_run_ended(self, job_id: int, run_id: int, ended_ms: int, outcome: str, run_type: str = "JOB_RUN") -> None:
+        """outcome: how the simulator decided the run ends the first time (SUCCESS, FAILED, TIMEDOUT, CANCELED,
+        INTERNAL_ERROR, SKIPPED); run_type: JOB_RUN, or SUBMIT_RUN / WORKFLOW_RUN for one-time runs."""
+        self._job_runs.add((ended_ms, job_id, run_id, outcome, run_type))
+
+    def job_run_repaired(self, job_id: int, run_id: int, repair_id: int, ended_ms: int, outcome: str) -> None:
+        """A repair of a run that had ended, which itself ends at ended_ms with outcome (SUCCESS or FAILED)."""
+        self._job_repairs.add((ended_ms, job_id, run_id, repair_id, outcome))
+
+    def job_task_retried(self, job_id: int, run_id: int, task_key: str, run_ended_ms: int) -> None:
+        """One retry: a task attempt after the first inside a run, or a run started as the retry of another. It is
+        stamped with the end of the run it belongs to, when the number of attempts is final."""
+        self._job_retries.add((run_ended_ms, job_id, run_id, task_key))
 
     def query_finished(self, warehouse_id: str, query_id: str, ended_ms: int, status: str) -> None:
         self._queries.add((ended_ms, warehouse_id, query_id, status))
@@ -129,9 +140,25 @@ class Ledger:
 
     def job_runs(self, since_ms: float, now_ms: int) -> dict:
         by_job: dict[str, dict[str, int]] = {}
+        by_run_type: dict[str, dict[str, int]] = {}
         entries = self._job_runs.between(since_ms, now_ms)
-        for _, job_id, _, outcome in entries:
+        for _, job_id, _, outcome, run_type in entries:
             _bump(by_job.setdefault(str(job_id), {}), outcome)
+            _bump(by_run_type.setdefault(run_type, {}), outcome)
+        return {"total": len(entries), "by_job": by_job, "by_run_type": by_run_type}
+
+    def job_repairs(self, since_ms: float, now_ms: int) -> dict:
+        by_job: dict[str, dict[str, int]] = {}
+        entries = self._job_repairs.between(since_ms, now_ms)
+        for _, job_id, _, _, outcome in entries:
+            _bump(by_job.setdefault(str(job_id), {}), outcome)
+        return {"total": len(entries), "by_job": by_job}
+
+    def job_retries(self, since_ms: float, now_ms: int) -> dict:
+        by_job: dict[str, int] = {}
+        entries = self._job_retries.between(since_ms, now_ms)
+        for _, job_id, _, _ in entries:
+            _bump(by_job, str(job_id))
         return {"total": len(entries), "by_job": by_job}
 
     def queries(self, since_ms: float, now_ms: int) -> dict:

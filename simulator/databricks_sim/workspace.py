@@ -35,8 +35,13 @@ class SimulatedWorkspace:
     def __init__(self, seed: int = 1, start: float | None = None, history_seconds: float = 86_400,
                  clock=time.time, n_clusters: int = 24, n_jobs: int = 60, n_warehouses: int = 6,
                  n_pipelines: int = 10, query_rate: float = 1.0,
-                 workspace_id: int = 1234567890123456):
+                 workspace_id: int = 1234567890123456, permission_gaps: bool = False):
+        """permission_gaps: one job's runs/get, one pipeline's events and one cluster's events answer 403, as for a
+        credential that may list them but not read them (/simulator/truth names them under `forbidden`). The served
+        simulator (server.run) plays them; in-process workspaces opt in, so tests of other domains keep every
+        object readable."""
         self.seed = seed
+        self.permission_gaps = permission_gaps
         self.workspace_id = workspace_id
         self.query_rate = query_rate        # scales every warehouse's query arrivals (queries.py)
         self.account_id = "{}-{}-{}-{}-{}".format(*(stable_hex(seed, "account", i, n=n) for i, n in
@@ -137,9 +142,17 @@ class SimulatedWorkspace:
         with self.lock:
             return self.job_set.list_runs(self.now_advanced(), **query)
 
-    def get_run(self, run_id: int) -> dict:
+    def get_run(self, run_id: int, principal: str = "sim-admin@example.com") -> dict:
         with self.lock:
-            return self.job_set.get_run(self.now_advanced(), run_id)
+            return self.job_set.get_run(self.now_advanced(), run_id, principal)
+
+    def repair_run(self, run_id: int, **body) -> dict:
+        with self.lock:
+            return self.job_set.repair_run(self.now_advanced(), run_id, **body)
+
+    def submit_run(self, run_name: str | None) -> dict:
+        with self.lock:
+            return self.job_set.submit(self.now_advanced(), run_name)
 
     def list_warehouses(self, **query) -> dict:
         with self.lock:
@@ -161,4 +174,14 @@ class SimulatedWorkspace:
             since_s = self.world_start_ms / 1000 if since is None else float(since)
             since_ms = since_s * 1000
             return {"since": since_s, "now": now / 1000, "job_runs": self.ledger.job_runs(since_ms, now),
-                    **self.ledger.pipelines(since_ms, now)}
+                    "job_run_repairs": self.ledger.job_repairs(since_ms, now),
+                    "job_run_retries": self.ledger.job_retries(since_ms, now),
+                    "forbidden": self.forbidden(), **self.ledger.pipelines(since_ms, now)}
+
+    def forbidden(self) -> dict:
+        """The objects whose details answer 403 (see permission_gaps)."""
+        return {"job_ids": [str(self.job_set.forbidden_job_id)] if self.job_set.forbidden_job_id else [],
+                "pipeline_ids": [self.pipelines.forbidden_pipeline_id] if self.pipelines.forbidden_pipeline_id
+                else [],
+                "cluster_ids": [self.cluster_set.forbidden_cluster_id] if self.cluster_set.forbidden_cluster_id
+                else []}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterable
 
 from ..config import CollectorSettings
 from ..cycle import Cycle
+from ..sources.errors import Forbidden, NotFound, Unauthenticated
 
 COLLECTORS: dict[str, type["Collector"]] = {}
 
@@ -45,6 +47,10 @@ class Collector:
     def validate_options(cls, options: dict, error: Callable[[str, str], Exception]) -> None:
         """Check and type in place what the option kinds alone cannot (budgets, table names, custom queries);
         raise error(reason, key). Run once per settings: by config.load, else when the collector is built."""
+
+    def option(self, key: str) -> Any:
+        """An option's configured value, else its declared default (settings made by hand may leave it out)."""
+        return self.settings.options.get(key, self.options[key][1])
 
     def collect(self, cycle: Cycle, state: dict) -> None:
         """One cycle: emit into `cycle`, update `state` in place. Raise to fail the cycle (nothing is applied)."""
@@ -104,6 +110,48 @@ def tally(state: dict, ended: float, key: str) -> None:
     newest = max(int(k) for k in tallies)
     for old in [k for k in tallies if int(k) < newest - TALLY_KEEP_SECONDS]:
         del tallies[old]
+
+
+class Skip:
+    """Whether the item of a skipped_if_forbidden block was skipped."""
+
+    skipped = False
+
+
+@contextlib.contextmanager
+def skipped_if_forbidden(cycle: Cycle, item: str, permission: str):
+    """Read one item (a run, an event log, a cluster's events): a 403 skips just that item and notes it in the
+    cycle, which the engine counts and warns about; a refused credential (401) still fails the cycle."""
+    outcome = Skip()
+    try:
+        yield outcome
+    except Unauthenticated:
+        raise
+    except Forbidden:
+        cycle.forbidden(item, permission)
+        outcome.skipped = True
+
+
+def forbidden_among(probes: Iterable[tuple[str, Callable[[], object]]]) -> list[str]:
+    """The items whose probe (one cheap read) answers 403, for `check` to list."""
+    forbidden = []
+    for item, probe in probes:
+        try:
+            probe()
+        except Unauthenticated:
+            raise
+        except Forbidden:
+            forbidden.append(item)
+        except NotFound:
+            pass
+    return forbidden
+
+
+def with_forbidden(seen: str, forbidden: list[str], permission: str) -> str:
+    """A check's summary, with the items the credential may not read."""
+    if not forbidden:
+        return seen
+    return f"{seen}; {len(forbidden)} forbidden (403, needs {permission}): {', '.join(forbidden)}"
 
 
 class NameFilter:

@@ -8,13 +8,15 @@ import logging
 from .. import metrics as m
 from ..cycle import OTHER, Cycle
 from ..sources.errors import NotFound
-from .base import Collector, Cursor, enum_name, register
+from .base import Collector, Cursor, enum_name, forbidden_among, register, skipped_if_forbidden, with_forbidden
 
 log = logging.getLogger(__name__)
 
 NOT_TERMINATED = ["PENDING", "RUNNING", "RESTARTING", "RESIZING", "TERMINATING", "ERROR", "UNKNOWN"]
 # Terminations remembered this long, so the scan of terminated clusters after a restart counts each once.
 TERMINATION_MEMORY_MS = 2 * 86400 * 1000
+EVENTS_PERMISSION = "CAN ATTACH TO on the cluster"
+CHECK_PROBES = 100          # `check` reads the events of at most this many clusters
 
 
 @register
@@ -38,7 +40,15 @@ class ClustersCollector(Collector):
 
     def check(self) -> str:
         clusters = list(self.rest.clusters(NOT_TERMINATED))
-        return f"listed {len(clusters)} clusters that are not terminated"
+        seen = f"listed {len(clusters)} clusters that are not terminated"
+        if not self.settings.options["events"]:
+            return seen
+        since_ms = int((self.clock() - 3600) * 1000)
+        forbidden = forbidden_among(
+            (f"events of cluster {c['cluster_id']}",
+             lambda c=c: next(iter(self.rest.cluster_events(str(c["cluster_id"]), since_ms)), None))
+            for c in clusters[:CHECK_PROBES])
+        return with_forbidden(seen + " and read their events", forbidden, EVENTS_PERMISSION)
 
     def collect(self, cycle: Cycle, state: dict) -> None:
         since_ms = self.counting_since(state) * 1000
@@ -124,7 +134,9 @@ class ClustersCollector(Collector):
         max_age_ms = self.settings.options["events_max_age"] * 1000
         if cursor_state.get("fingerprint") == fingerprint and now_ms - cursor_state.get("read_at", 0) < max_age_ms:
             return
-        self._count_events(cycle, cluster_id, Cursor(cursor_state, since_ms))
+        # A cluster whose events are forbidden is tried again when it changes or the events grow old, like any.
+        with skipped_if_forbidden(cycle, f"events of cluster {cluster_id}", EVENTS_PERMISSION):
+            self._count_events(cycle, cluster_id, Cursor(cursor_state, since_ms))
         cursor_state["fingerprint"], cursor_state["read_at"] = fingerprint, now_ms
 
     def _count_events(self, cycle: Cycle, cluster_id: str, cursor: Cursor) -> None:

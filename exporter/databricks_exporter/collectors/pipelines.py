@@ -17,6 +17,7 @@ are therefore picked out here (the REST source reads the pages).
 from __future__ import annotations
 
 import calendar
+import itertools
 import logging
 import math
 import time
@@ -25,7 +26,9 @@ from datetime import datetime, timezone
 from .. import metrics as m
 from ..cycle import OTHER, Cycle
 from ..sources.errors import NotFound
-from .base import Collector, Cursor, NameFilter, enum_name, register
+from .base import (
+    Collector, Cursor, NameFilter, enum_name, forbidden_among, register, skipped_if_forbidden, with_forbidden,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ TERMINAL_UPDATE_STATES = ("COMPLETED", "FAILED", "CANCELED")
 # Pipeline states in which nothing runs: once their events have been read, they are not read again until the
 # pipeline's state or latest update changes.
 QUIET_PIPELINE_STATES = ("IDLE", "FAILED", "DELETED")
+CHECK_PROBES = 100              # `check` reads the event log of at most this many pipelines
 EVENTS_PAGE_SIZE = 250          # the events API allows up to 1000
 UPDATES_PAGE_SIZE = 25          # the updates API's default page: the 25 most recent updates
 BACKLOG_KEYS = (("bytes", m.PIPELINE_FLOW_BACKLOG_BYTES), ("records", m.PIPELINE_FLOW_BACKLOG_RECORDS),
@@ -108,8 +112,14 @@ class PipelinesCollector(Collector):
         self._update_page: dict | None = None             # one page of the updates list, per pipeline read
 
     def check(self) -> str:
-        first = next(iter(self.rest.pipelines(page_size=1)), None)
-        return "listed pipelines (" + ("at least one" if first else "none") + ")"
+        pipelines = list(itertools.islice(self.rest.pipelines(), CHECK_PROBES))
+        since_ms = (self.clock() - 3600) * 1000
+        forbidden = forbidden_among(
+            (f"event log of pipeline {p['pipeline_id']}",
+             lambda p=p: next(iter(self.rest.pipeline_events(str(p["pipeline_id"]), since_ms, 1)), None))
+            for p in pipelines)
+        return with_forbidden(f"listed {len(pipelines)} pipelines and read their event logs", forbidden,
+                              "CAN VIEW on the pipeline")
 
     # --- the cycle -------------------------------------------------------------------------------------
 
@@ -190,32 +200,42 @@ class PipelinesCollector(Collector):
         """Events from the watermark on, oldest first. Returns whether the end of the log was reached."""
         margin_ms = self.settings.options["event_margin"] * 1000
         cursor = Cursor(entry.setdefault("cursor", {}), since_ms - margin_ms)
-        newest = cursor.watermark
-        complete = False
         self._update_page = None
         # An event stamped beyond tomorrow is malformed: believing it would move the watermark past every real one.
         latest_plausible = self.clock() * 1000 + 86_400_000
         try:
-            pages = self.rest.pipeline_events(pipeline_id, cursor.watermark, EVENTS_PAGE_SIZE)
-            for number, (events, last) in enumerate(pages, start=1):
-                for event in events:
-                    with cycle.item("pipeline event"):
-                        ts, event_id = event_time_ms(event.get("timestamp")), event.get("id")
-                        if ts is None or event_id is None or ts < cursor.watermark or not cursor.is_new(event_id):
-                            continue
-                        if ts > latest_plausible:
-                            raise ValueError(f"event timestamp {event.get('timestamp')!r} is in the future")
-                        cursor.mark(event_id, ts)
-                        newest = max(newest, ts)
-                        self._handle_event(cycle, pipeline_id, entry, event, ts, counting=ts >= since_ms)
-                complete = last
-                if last or number >= self.settings.options["max_event_pages"]:
-                    break
+            with skipped_if_forbidden(cycle, f"event log of pipeline {pipeline_id}", "CAN VIEW on the pipeline") \
+                    as skip:
+                complete, newest = self._read_event_pages(cycle, pipeline_id, entry, cursor, since_ms,
+                                                          latest_plausible)
         except NotFound:
             return False   # the pipeline was deleted meanwhile; the next list drops it
+        if skip.skipped:
+            return False
         cursor.advance(newest - margin_ms)
         self._forget_old(entry, cursor.watermark)
         return complete
+
+    def _read_event_pages(self, cycle: Cycle, pipeline_id: str, entry: dict, cursor: Cursor, since_ms: float,
+                          latest_plausible: float) -> tuple[bool, float]:
+        """(whether the end of the log was reached, the newest event time read)."""
+        newest, complete = cursor.watermark, False
+        pages = self.rest.pipeline_events(pipeline_id, cursor.watermark, EVENTS_PAGE_SIZE)
+        for number, (events, last) in enumerate(pages, start=1):
+            for event in events:
+                with cycle.item("pipeline event"):
+                    ts, event_id = event_time_ms(event.get("timestamp")), event.get("id")
+                    if ts is None or event_id is None or ts < cursor.watermark or not cursor.is_new(event_id):
+                        continue
+                    if ts > latest_plausible:
+                        raise ValueError(f"event timestamp {event.get('timestamp')!r} is in the future")
+                    cursor.mark(event_id, ts)
+                    newest = max(newest, ts)
+                    self._handle_event(cycle, pipeline_id, entry, event, ts, counting=ts >= since_ms)
+            complete = last
+            if last or number >= self.settings.options["max_event_pages"]:
+                break
+        return complete, newest
 
     # --- one event -------------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from ..sources.sql import literal
 from ..cycle import Cycle
 from .base import TALLY_SECONDS, register
 from .job_costs import rest_result
+from .jobs import ONE_TIME
 from .system_tables import SystemTableCollector, amount, sql_timestamp
 
 SOURCES = ("jobs", "queries")
@@ -34,11 +35,22 @@ class ReconciliationCollector(SystemTableCollector):
     def table_statement(self, source: str, workspace_id: str, start: float, end: float) -> str:
         """Completed items per entity and result whose end falls in [start, end)."""
         if source == "jobs":
-            return ("SELECT job_id AS entity_id, result_state AS result, COUNT(DISTINCT run_id) AS items\n"
-                    "FROM system.lakeflow.job_run_timeline\n"
-                    f"WHERE workspace_id = {literal(workspace_id)}\n"
-                    "  AND result_state IS NOT NULL\n"
-                    f"  AND period_end_time >= {sql_timestamp(start)} AND period_end_time < {sql_timestamp(end)}\n"
+            # A run counts once, in the period of its first end, with the result of that end (as the jobs
+            # collector counts it; repairs end again later); one-time runs under one label, as the collector does.
+            return ("WITH ended AS (\n"
+                    "  SELECT job_id, run_id, run_type, result_state, period_end_time,\n"
+                    "    ROW_NUMBER() OVER (PARTITION BY run_id ORDER BY period_end_time) AS nth_end\n"
+                    "  FROM system.lakeflow.job_run_timeline\n"
+                    f"  WHERE workspace_id = {literal(workspace_id)} AND result_state IS NOT NULL\n"
+                    f"    AND period_end_time < {sql_timestamp(end)}\n"
+                    "    AND run_id IN (SELECT run_id FROM system.lakeflow.job_run_timeline\n"
+                    f"      WHERE workspace_id = {literal(workspace_id)} AND result_state IS NOT NULL\n"
+                    f"        AND period_end_time >= {sql_timestamp(start)} AND period_end_time < {sql_timestamp(end)})\n"
+                    ")\n"
+                    f"SELECT CASE WHEN run_type IN ('SUBMIT_RUN', 'WORKFLOW_RUN') THEN {literal(ONE_TIME)}\n"
+                    "  ELSE job_id END AS entity_id, result_state AS result, COUNT(*) AS items\n"
+                    "FROM ended\n"
+                    f"WHERE nth_end = 1 AND period_end_time >= {sql_timestamp(start)}\n"
                     "GROUP BY ALL")
         return ("SELECT compute.warehouse_id AS entity_id, execution_status AS result, COUNT(*) AS items\n"
                 "FROM system.query.history\n"
