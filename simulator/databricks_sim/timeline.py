@@ -1,6 +1,6 @@
 """system.lakeflow.job_run_timeline of the simulated workspace, made from the runs the jobs model produced: one row
 per run and clock hour it spans (a long run is several rows; result_state and termination_code only on the slice
-where the run ends), each visible a few minutes after its slice ends; and the truth of what runs cost, from the
+that ends where the run ends, once per end: a repaired run ends again), each visible a few minutes after its slice ends; and the truth of what runs cost, from the
 billing model's own ledger of each run's usage.
 
 The table spells results its own way (SUCCEEDED, CANCELLED, TIMED_OUT, ERROR), not as the REST API does."""
@@ -57,9 +57,11 @@ class RunTimeline:
         for run_id in list(self._open):
             run = self.ws.job_set.by_id[run_id]
             at = self._open[run_id]
-            final = ends(run)[-1][0]
+            end_times = [end_ms for end_ms, _ in ends(run)]
+            final = end_times[-1]
             while True:
-                stop = min(final, at // HOUR_MS * HOUR_MS + HOUR_MS)
+                # Slices are cut at every hour and at every end, so each end has its own result slice.
+                stop = min([e for e in end_times if e > at] + [final, at // HOUR_MS * HOUR_MS + HOUR_MS])
                 if stop > now_ms:
                     break
                 out.append(self._row(run, at, stop))
