@@ -399,9 +399,12 @@ class BillingModel:
             if run.start_ms >= b:
                 break
             job = run.job
-            if job.compute == "existing" or run.life_cycle == "SKIPPED" or run.end_ms <= a:
+            if job.compute == "existing" or run.life_cycle == "SKIPPED" or run.latest_end_ms() <= a:
                 continue
-            add(self._job_billable(job, run), run.exec_start_ms, run.end_ms, self._job_rate(job))
+            billable, rate = self._job_billable(job, run), self._job_rate(job)
+            add(billable, run.exec_start_ms, run.end_ms, rate)
+            for repair in run.repairs:      # a repair re-runs tasks on the run's compute, billed to the same run
+                add(billable, repair.start_ms, repair.end_ms, rate)
         for cluster in ws.clusters:
             if cluster.spec.source == "SQL":
                 continue
