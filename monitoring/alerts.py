@@ -56,6 +56,16 @@ GROUPS = [
                        "is stale."),
               description=("The {{ $labels.collector }} collector for workspace {{ $labels.workspace_id }} "
                            "last succeeded {{ $value | humanizeDuration }} ago, far longer than its interval.")),
+        Alert("DatabricksReconciliationMismatch", "warning", dashboard="databricks-exporter",
+              expr=r"""
+                  abs(databricks_exporter_reconciliation_difference)
+                    >= on() group_left() databricks:alert_threshold{threshold="reconciliation_difference"}
+              """,
+              summary=("The exporter's {{ $labels.source }} counts disagree with the system tables in workspace "
+                       "{{ $labels.workspace_id }}."),
+              description=("For {{ $labels.source }} {{ $labels.entity_id }} ({{ $labels.result }}), the count the "
+                           "exporter made from the REST API and the system table's differ by {{ $value }} for the "
+                           "same closed period, and have for 15 minutes.")),
     ]),
     Group("databricks-jobs.alerts", [
         *steps("DatabricksJobFailureRateHigh", dashboard="databricks-jobs",
@@ -306,6 +316,22 @@ GROUPS = [
                description=("Warehouse {{ $labels.warehouse_name }} ({{ $labels.warehouse_id }}) in workspace "
                             "{{ $labels.workspace_id }} has reported health {{ $labels.status }} for 10 "
                             "minutes.")),
+        Alert("DatabricksWarehouseIdleSpend", "warning", dashboard="databricks-sql",
+              expr=r"""
+                  (
+                    workspace_warehouse:databricks_warehouse_idle_cost:increase1h
+                      > on() group_left() databricks:alert_threshold{threshold="warehouse_idle_cost_hourly"}
+                  )
+                  * on(workspace_id, warehouse_id) group_left(warehouse_name)
+                  databricks_warehouse_info
+              """,
+              summary=("Warehouse {{ $labels.warehouse_name }} burnt {{ $value | printf \"%.2f\" }} "
+                       "{{ $labels.currency }} in an hour while no query ran."),
+              description=("Warehouse {{ $labels.warehouse_name }} ({{ $labels.warehouse_id }}) in workspace "
+                           "{{ $labels.workspace_id }} ran with no query in flight, at a list cost of "
+                           "{{ $value | printf \"%.2f\" }} {{ $labels.currency }} over the last hour the exporter "
+                           "has counted (the query history settles about two hours late). Its auto-stop is too "
+                           "long, or something keeps it awake.")),
     ]),
     Group("databricks-pipelines.alerts", [
         Alert("DatabricksPipelineFailed", "critical", dashboard="databricks-pipelines",
@@ -553,6 +579,17 @@ GROUPS = [
                            + " {{ $labels.currency }} by the same time yesterday."),
               note=("Today so far against yesterday at the same time of day, so the billing lag is the same on "
                     "both sides.")),
+        Alert("DatabricksJobFailedRunSpendHigh", "warning", dashboard="databricks-jobs",
+              expr=r"""
+                  workspace:databricks_job_run_cost_failed_today:sum
+                    > on() group_left() databricks:alert_threshold{threshold="job_failed_run_cost_daily"}
+              """,
+              summary=("Failed job runs of workspace {{ $labels.workspace_id }} cost "
+                       "{{ $value | printf \"%.2f\" }} {{ $labels.currency }} today."),
+              description=("Job runs that ended FAILED, TIMEDOUT or INTERNAL_ERROR in workspace "
+                           "{{ $labels.workspace_id }} have been billed {{ $value | printf \"%.2f\" }} "
+                           "{{ $labels.currency }} at list price so far today (UTC; billing arrives hours late, so "
+                           "the real figure is higher). The jobs dashboard's failed-run cost panel names the jobs.")),
         Alert("DatabricksBillingDataStale", "warning", dashboard="databricks-cost",
               expr=r"""
                   time() - databricks_billing_usage_latest_timestamp_seconds

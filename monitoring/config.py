@@ -41,6 +41,8 @@ DASHBOARDS = {
 # are not here: they come from the exporter's configuration (databricks_budget_limit,
 # databricks_table_freshness_slo_seconds).
 THRESHOLDS: dict[str, float] = {
+    # Exporter
+    "reconciliation_difference": 1,
     # Jobs
     "job_failure_ratio_warning": 0.10,
     "job_failure_ratio_critical": 0.25,
@@ -60,6 +62,7 @@ THRESHOLDS: dict[str, float] = {
     "query_error_ratio": 0.05,
     "query_error_min_queries": 20,
     "warehouse_queued_queries": 0,
+    "warehouse_idle_cost_hourly": 5,          # in the billing currency
     # Pipelines and tables
     "pipeline_expectation_pass_ratio": 0.95,
     "pipeline_drop_ratio": 0.05,
@@ -79,6 +82,7 @@ THRESHOLDS: dict[str, float] = {
     "serving_llm_latency_p90_seconds": 10,        # endpoints with a task (llm/v1/chat, ...): answers take seconds
     # Security
     "failed_logins_15m": 20,
+    "job_failed_run_cost_daily": 100,         # in the billing currency
 }
 
 # When changes to admin rights are expected (a change process's window), in UTC: Monday to Friday from
@@ -101,6 +105,9 @@ COLLECTOR_STALE_SECONDS: dict[str, int] = {
     "audit": 3600,
     "serving_usage": 3600,
     "predictive_optimization": 14400,
+    "job_costs": 4500,
+    "warehouse_usage": 4500,
+    "reconciliation": 4500,
     "default": 3600,
 }
 
@@ -113,6 +120,7 @@ FOR: dict[str, str] = {
     "DatabricksExporterAbsent": "10m",
     "DatabricksCollectorFailing": "15m",
     "DatabricksCollectorDataStale": "5m",
+    "DatabricksReconciliationMismatch": "15m",
     "DatabricksJobFailureRateHigh": "5m",
     "DatabricksJobRunsStuckInQueue": "30m",
     "DatabricksClusterCPUHigh": "15m",

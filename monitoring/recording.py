@@ -139,6 +139,22 @@ GROUPS = [
                """),
     ]),
     Group("databricks-sql.rules", [
+        *[Record(f"workspace_warehouse:databricks_warehouse_{name}:increase1h",
+                 f"""
+                     sum by (workspace_id, warehouse_id{extra}) (
+                         (databricks_warehouse_{name}_total unless databricks_warehouse_{name}_total offset 1h)
+                           and on(workspace_id) (databricks_workspace_info offset 1h)
+                       or
+                         increase(databricks_warehouse_{name}_total[1h])
+                     )
+                 """,
+                 note=note)
+          for name, extra, note in [
+              ("idle_cost", ", currency",
+               "What the warehouse's idle time cost in the last hour that the exporter has counted (uptime is "
+               "counted once the query history has settled, two hours late by default)."),
+              ("running_seconds", "", ""), ("idle_seconds", "", ""), ("cluster_seconds", "", ""),
+              ("events", ", event_type", "")]],
         Record("workspace_warehouse:databricks_queries:increase1h",
                r"""
                    sum by (workspace_id, warehouse_id, status) (
@@ -278,6 +294,13 @@ GROUPS = [
     Group("databricks-cost.rules", [
         Record("workspace:databricks_billing_cost_today:sum",
                'sum by (workspace_id, currency) (databricks_billing_cost{period="day"})'),
+        Record("workspace:databricks_job_run_cost_failed_today:sum",
+               r"""
+                   sum by (workspace_id, currency) (
+                     databricks_job_run_cost{period="day", result_state=~"FAILED|TIMEDOUT|INTERNAL_ERROR"}
+                   )
+               """,
+               note="Failed means what the job alerts mean: FAILED, TIMEDOUT, INTERNAL_ERROR."),
         Record("budget:databricks_budget_spend:month_end_forecast",
                r"""
                    databricks_budget_spend{period="month"}

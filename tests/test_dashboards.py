@@ -58,6 +58,16 @@ ALLOWED_EMPTY: dict[tuple[str, str, str], str] = {
     ("databricks-cost", "Spend today by workspace, against yesterday", "B"):
         "`offset 1d` needs a day of Prometheus history",
     ("databricks-cost", "Today against yesterday by product", "B"): "`offset 1d` needs a day of Prometheus history",
+    ("databricks-cost", "Idle SQL warehouses (1h)", "A"):
+        "idle cost needs a warehouse idle for 5 minutes in the hours warehouse_usage has counted (the first ends two "
+        "hours before the demo starts); the simulated warehouses may have been busy then",
+    ("databricks-sql", "Idle cost by warehouse (1h)", "A"): "the same idle cost as 'Idle SQL warehouses (1h)'",
+    ("databricks-sql", "Warehouse uptime and idle time (1h)", "B"): "the idle seconds behind that idle cost",
+    ("databricks-exporter", "Reconciliation with the system tables", "A"):
+        "lists disagreements only, and the first period is reconciled about two hours after the exporter starts",
+    ("databricks-exporter", "Last reconciled period ended", "A"):
+        "the first period is reconciled about two hours after the exporter starts (a whole counted hour, then the "
+        "tables' hour of delay)",
     ("databricks-exporter", "Malformed items skipped", "A"):
         "the series appears with the first item the exporter cannot understand; the simulator sends none",
     ("databricks-exporter", "Pushes by sink and outcome", "A"): "the demo configures no push sink",

@@ -45,6 +45,8 @@ TIMED_VALUES = {
     # which bucket each statement's wall time fell in, and their sum (the _count, how many ran, is kept)
     "databricks_exporter_sql_query_duration_seconds_bucket": "<count>",
     "databricks_exporter_sql_query_duration_seconds_sum": "<seconds>",
+    # the statements' wall time priced at the warehouse's DBU rate
+    "databricks_exporter_sql_estimated_dbus_total": "<dbus>",
 }
 MACHINE_LABELS = {
     "databricks_workspace_info": {"host": "http://127.0.0.1:<port>"},        # the simulator's free port
@@ -56,6 +58,11 @@ ABSENT = {
     "databricks_exporter_malformed_items_total": "only for an item the API garbled (tests/test_garbage.py)",
     "databricks_exporter_push_total": "written by the CloudWatch and OTLP sinks (tests/test_sink_*.py)",
     "databricks_exporter_push_last_success_timestamp_seconds": "the same: a sink writes it when it pushes",
+    # A period is reconciled once the jobs and queries collectors have counted all of it and the tables have had
+    # their delay: not in a first cycle (tests/test_reconciliation.py).
+    "databricks_exporter_reconciliation_difference": "a whole counted period, an hour old",
+    "databricks_exporter_reconciliation_last_timestamp_seconds": "the same",
+    "databricks_exporter_reconciled_until_timestamp_seconds": "the same",
 }
 PAUSED_AT = f"{datetime.fromtimestamp(T0, timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
 HEADER = f"""\
@@ -74,6 +81,7 @@ def configuration(server) -> dict:
         collectors[name].update(section)
     collectors["tables"]["tables"]["main.sales.no_such_table"] = {"max_staleness": "1h"}
     collectors["jobs"]["task_metrics"] = True
+    collectors["warehouse_usage"]["idle_grace_seconds"] = "0s"     # idle between queries too, so idle time shows
     collectors["billing"]["budgets"] = [
         {"name": "platform", "period": "month", "amount": 25000},
         {"name": "data-eng-daily", "period": "day", "amount": 400, "tags": {"team": "data-eng"},

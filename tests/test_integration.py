@@ -86,7 +86,7 @@ def test_exposition_formats_and_promtool(simulator, exporter_factory):
     result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True)
     assert result.returncode == 0, result.stdout + result.stderr
     page = http_get(exporter.url + "/")[2].decode()
-    assert "/metrics" in page and "jobs" in page and "up" in page
+    assert "/metrics" in page and "jobs" in page and "up" in page and "REST requests a minute" in page
     assert http_get(exporter.url + "/healthz")[0] == 200
 
 

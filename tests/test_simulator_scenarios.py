@@ -216,3 +216,48 @@ def test_a_stale_table_gets_no_commits_while_it_lasts_and_its_writer_resumes_aft
         assert service.table_truth(table)["last_write"] > T0 + 900
     finally:
         service.shutdown()
+
+
+def test_failed_run_spend_fails_its_job_and_bills_each_failed_run_at_once():
+    clock = FakeClock()
+    ws = workspace(clock)
+    service = SqlService(ws, timeline_lag_seconds=0)
+    try:
+        job_id = ws.scenarios.start("failed_run_spend").targets["job_ids"][0]
+        clock.advance(900)
+        rows = service.tables.execute(
+            "SELECT t.run_id, t.result_state, SUM(u.usage_quantity) FROM system.lakeflow.job_run_timeline t "
+            "JOIN system.billing.usage u ON u.usage_metadata.job_run_id = t.run_id "
+            f"WHERE t.job_id = '{job_id}' AND t.result_state IS NOT NULL AND t.period_end_time > "
+            f"TIMESTAMP '{_iso(T0)}' GROUP BY ALL", ws.now_ms()).rows
+        assert rows and {r[1] for r in rows} == {"FAILED"}
+        assert all(float(r[2]) >= 600 for r in rows)          # billed before the 2-hour billing lag
+        truth = service.truth(0)["job_run_cost"]["runs"]
+        assert all(truth[r[0]]["result"] == "FAILED" and truth[r[0]]["cost"] >= 600 * 0.15 for r in rows)
+    finally:
+        service.shutdown()
+
+
+def test_an_idle_warehouse_runs_on_with_no_query_while_it_lasts():
+    clock = FakeClock()
+    ws = workspace(clock)
+    service = SqlService(ws, history_lag_seconds=0)
+    try:
+        warehouse_id = ws.scenarios.start("idle_warehouse").targets["warehouse_ids"][0]
+        start = ws.now_ms()
+        clock.advance(1800)
+        now = ws.now_ms()
+        queries = service.tables.execute(
+            "SELECT compute.warehouse_id, COUNT(*) FROM system.query.history "
+            f"WHERE start_time > TIMESTAMP '{_iso(T0)}' GROUP BY ALL", now).rows
+        assert warehouse_id not in {r[0] for r in queries} and queries          # others still serve queries
+        truth = service.warehouse_usage_truth(start, now)[warehouse_id]
+        # Queries that arrived before the start may still run for a while; nothing arrives after it.
+        assert truth["running_seconds"] == 1800 and truth["idle_seconds"] > 900 and truth["idle_cost"] > 0
+    finally:
+        service.shutdown()
+
+
+def _iso(seconds: float) -> str:
+    from datetime import datetime
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")

@@ -93,7 +93,11 @@ def test_every_sql_statement_the_exporter_sends_runs_on_the_simulator(server, wa
     billing = collector("billing", workspace, clock)
     utilization = collector("utilization", workspace, clock)
     tables = collector("tables", workspace, clock)
+    job_costs = collector("job_costs", workspace, clock)
+    usage = collector("warehouse_usage", workspace, clock)
+    reconciliation = collector("reconciliation", workspace, clock)
     ws = workspace.workspace_id
+    hour_ago = clock() - 3600
     statements = {
         "billing.billing_statement(workspace)": billing.billing_statement(today.replace(day=1), today, ws),
         "billing.billing_statement(account)": billing.billing_statement(today.replace(day=1), today, None),
@@ -104,6 +108,18 @@ def test_every_sql_statement_the_exporter_sends_runs_on_the_simulator(server, wa
         "tables.show_tables_statement": tables.show_tables_statement("main.sales"),
         "tables.detail_statement": tables.detail_statement("main.sales.orders"),
         "tables.history_statement": tables.history_statement("main.sales.orders"),
+        "job_costs.cost_statement": job_costs.cost_statement(ws, today.replace(day=1), today),
+        "job_costs.all_purpose_statement": job_costs.all_purpose_statement(ws, today - dt.timedelta(days=1), today),
+        "job_costs.per_run_statement": job_costs.per_run_statement(ws, clock() - 86400, clock() - 43200),
+        "job_costs.check_statement": job_costs.check_statement(),
+        "warehouse_usage.events_statement": usage.events_statement(ws, clock() - 7200, clock() - 3600),
+        "warehouse_usage.queries_statement": usage.queries_statement(ws, clock() - 7200, clock() - 3600),
+        "warehouse_usage.prices_statement": usage.prices_statement(ws, clock() - 7200),
+        "warehouse_usage.check_statement": usage.check_statement(),
+        "reconciliation.table_statement(jobs)": reconciliation.table_statement("jobs", ws, hour_ago - 3600, hour_ago),
+        "reconciliation.table_statement(queries)": reconciliation.table_statement("queries", ws, hour_ago - 3600,
+                                                                                  hour_ago),
+        "reconciliation.check_statement": reconciliation.check_statement(),
     }
     builders = {f"{name}.{attr}" for name, spec in COLLECTORS.items() if issubclass(spec, SystemTableCollector)
                 for attr, member in inspect.getmembers(spec, inspect.isfunction) if attr.endswith("_statement")}

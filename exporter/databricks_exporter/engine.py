@@ -96,6 +96,8 @@ class Workspace:
         self.store.inc(m.SQL_QUERIES, {**labels, "outcome": outcome})
         if seconds is not None:
             self.store.observe(m.SQL_QUERY_DURATION, labels, seconds)
+            if self._sql is not None and self._sql.dbu_per_hour:
+                self.store.inc(m.SQL_ESTIMATED_DBUS, labels, seconds * self._sql.dbu_per_hour / 3600)
 
 
 class Engine:

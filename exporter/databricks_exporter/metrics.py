@@ -269,6 +269,12 @@ SQL_QUERY_DURATION = define(
     "databricks_exporter_sql_query_duration_seconds", HISTOGRAM,
     "How long the exporter's SQL statements took, warehouse start-up and retries included.",
     WS + ("collector",), unit="seconds", buckets=QUERY_DURATION_BUCKETS, **_SQLX)
+SQL_ESTIMATED_DBUS = define(
+    "databricks_exporter_sql_estimated_dbus_total", COUNTER,
+    "What the exporter's own SQL statements cost the warehouse, estimated: their duration times the DBUs per hour of "
+    "one cluster of the warehouse's size (Databricks' published rates). A warehouse bills while it runs, so a "
+    "warehouse woken or kept awake only for the exporter costs more than this.",
+    WS + ("collector",), **_SQLX)
 SQL_DATA_STALE = define(
     "databricks_exporter_sql_data_stale", GAUGE,
     "1 when the collector's last cycle did not query (its warehouse was stopped and wake_warehouse is false): its "
@@ -529,6 +535,77 @@ PO_TABLE_LAST = define(
     "databricks_predictive_optimization_table_last_operation_timestamp_seconds", GAUGE,
     "When the newest successful operation of the type on the table ended, for the tables named in "
     "predictive_optimization.tables only.", WS + ("table", "operation_type"), unit="seconds", **_PO)
+# --- what job runs cost (system.billing.usage x system.lakeflow.job_run_timeline) ----------------
+# From a cent to a few thousand: a run's list cost in the billing currency.
+RUN_COST_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 1000, 5000)
+_JC = dict(collector="job_costs",
+           source="system.billing.usage, system.billing.list_prices, system.lakeflow.job_run_timeline")
+JOB_RUN_COST = define(
+    "databricks_job_run_cost", GAUGE,
+    "List cost of job runs today or this month (UTC, by usage date), by job and the run's latest result "
+    "(REST spelling: SUCCESS, FAILED, TIMEDOUT, CANCELED, INTERNAL_ERROR, SKIPPED; RUNNING while the run has not "
+    "ended or its end is not yet in job_run_timeline). Usage is joined on usage_metadata.job_run_id, which only "
+    "jobs compute and serverless jobs carry: jobs on all-purpose clusters have none, so the cost of all-purpose "
+    "cluster hours during which a job run used the cluster is counted under job_id=\"_all_purpose\", "
+    "result_state=\"UNKNOWN\" (the whole hour, shared with interactive work). Billing arrives hours late.",
+    WS + ("job_id", "result_state", "period", "currency"), **_JC)
+JOB_RUN_REPAIR_COST = define(
+    "databricks_job_run_repair_cost", GAUGE,
+    "List cost of job runs billed after the run first ended (its repairs: usage rows that start at or after the "
+    "first end in job_run_timeline), today or this month, by job; included in databricks_job_run_cost too.",
+    WS + ("job_id", "period", "currency"), **_JC)
+JOB_RUN_COST_PER_RUN = define(
+    "databricks_job_run_cost_per_run", HISTOGRAM,
+    "List cost of each ended job run, observed once when its billing has settled (settle_seconds after its end); "
+    "a later repair does not change it.", WS + ("currency",), buckets=RUN_COST_BUCKETS, **_JC)
+
+# --- warehouse uptime and idle cost (system.compute.warehouse_events x system.query.history) -------
+_WU = dict(collector="warehouse_usage", source="system.compute.warehouse_events, system.query.history")
+WAREHOUSE_RUNNING_SECONDS = define(
+    "databricks_warehouse_running_seconds_total", COUNTER,
+    "Seconds the SQL warehouse was running (from a RUNNING event to STOPPING), counted once per settled interval.",
+    WS + ("warehouse_id",), unit="seconds", **_WU)
+WAREHOUSE_CLUSTER_SECONDS = define(
+    "databricks_warehouse_cluster_seconds_total", COUNTER,
+    "Cluster-seconds the SQL warehouse ran: running seconds times its cluster_count.",
+    WS + ("warehouse_id",), unit="seconds", **_WU)
+WAREHOUSE_EVENTS = define(
+    "databricks_warehouse_events_total", COUNTER,
+    "Warehouse events by type (STARTING, RUNNING, SCALED_UP, SCALED_DOWN, STOPPING, STOPPED).",
+    WS + ("warehouse_id", "event_type"), **_WU)
+WAREHOUSE_IDLE_SECONDS = define(
+    "databricks_warehouse_idle_seconds_total", COUNTER,
+    "Seconds the SQL warehouse was running with no query in flight, once none had been for idle_grace_seconds "
+    "(default 5 minutes; queries from system.query.history, between their start and end time).",
+    WS + ("warehouse_id",), unit="seconds", **_WU)
+WAREHOUSE_IDLE_COST = define(
+    "databricks_warehouse_idle_cost_total", COUNTER,
+    "List cost of the warehouse's idle cluster-seconds: DBUs per cluster-hour of its size (Databricks' published "
+    "rates) times the list price of the SKU billing shows for it.",
+    WS + ("warehouse_id", "currency"),
+    collector="warehouse_usage", source="system.compute.warehouse_events, system.query.history, "
+                                        "system.billing.usage, system.billing.list_prices, GET /api/2.0/sql/warehouses")
+WAREHOUSE_USAGE_SETTLED = define(
+    "databricks_warehouse_usage_settled_timestamp_seconds", GAUGE,
+    "Up to when warehouse uptime and idleness have been counted (now minus settle_seconds, for the query history's "
+    "delay).", WS, unit="seconds", **_WU)
+
+# --- reconciliation of REST counts with the system tables ------------------------------------------
+_RC = dict(collector="reconciliation",
+           source="system.lakeflow.job_run_timeline, system.query.history; the jobs and queries collectors' counts")
+RECONCILIATION_DIFFERENCE = define(
+    "databricks_exporter_reconciliation_difference", GAUGE,
+    "In the last reconciled period (an hour the system table has closed): completed items the exporter counted from "
+    "the REST API minus those the system table holds, by source (jobs: runs by job_id and result, distinct run_id "
+    "of system.lakeflow.job_run_timeline; queries: queries by warehouse_id and status, system.query.history). 0 when "
+    "they agree; negative when the REST path missed some.", WS + ("source", "entity_id", "result"), **_RC)
+RECONCILIATION_LAST = define(
+    "databricks_exporter_reconciliation_last_timestamp_seconds", GAUGE,
+    "When the source was last reconciled.", WS + ("source",), unit="seconds", **_RC)
+RECONCILED_UNTIL = define(
+    "databricks_exporter_reconciled_until_timestamp_seconds", GAUGE,
+    "The end of the last period reconciled for the source (periods end this long after the table's documented "
+    "delay, reconciliation.delay_seconds).", WS + ("source",), unit="seconds", **_RC)
 
 # --- custom SQL metrics --------------------------------------------------------------------------
 # The families themselves (databricks_custom_<name>) come from the configuration: see custom_metric().

@@ -10,6 +10,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from . import __version__
+from . import metrics as m
 from .exposition import OPENMETRICS, TEXT, Renderer, wants_openmetrics
 from .logs import REDACT
 from .webconfig import WebConfig
@@ -28,6 +29,8 @@ class ExporterHTTPServer(ThreadingHTTPServer):
         self.renderer = renderer
         self.engine = engine
         self.web_config = web_config or WebConfig()
+        # Where this process began, for the request rate the landing page shows (the counters survive restarts).
+        self.footprint_start = (time.monotonic(), footprint(engine.store)["requests"])
         super().__init__(address, Handler)
 
     def get_request(self):
@@ -74,7 +77,8 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/metrics":
             self._metrics()
         elif path == "/":
-            self._send(200, "text/html; charset=utf-8", landing_page(self.server.engine).encode())
+            page = landing_page(self.server.engine, footprint_line(self.server))
+            self._send(200, "text/html; charset=utf-8", page.encode())
         elif path == "/healthz":
             self._send(200, "text/plain; charset=utf-8", b"ok\n")
         elif path == "/readyz":
@@ -108,7 +112,37 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
 
-def landing_page(engine) -> str:
+def footprint(store) -> dict[str, float]:
+    """What the exporter has cost Databricks so far (since counting began, across restarts): REST requests and
+    those answered 429, SQL statements, their warehouse time and estimated DBUs."""
+    totals = {"requests": 0.0, "throttled": 0.0, "statements": 0.0, "sql_seconds": 0.0, "dbus": 0.0}
+    for family in store.families():
+        for values, value in family.samples:
+            labels = dict(zip(family.metric.labels, values))
+            if family.metric is m.API_REQUESTS:
+                totals["requests"] += value
+                totals["throttled"] += value if labels["status_code"] == "429" else 0
+            elif family.metric is m.SQL_QUERIES and labels["outcome"] != "skipped":
+                totals["statements"] += value
+            elif family.metric is m.SQL_QUERY_DURATION:
+                totals["sql_seconds"] += value.sum
+            elif family.metric is m.SQL_ESTIMATED_DBUS:
+                totals["dbus"] += value
+    return totals
+
+
+def footprint_line(server: ExporterHTTPServer) -> str:
+    now = footprint(server.engine.store)
+    started, requests_then = server.footprint_start
+    minutes = max((time.monotonic() - started) / 60, 1 / 60)
+    rate = (now["requests"] - requests_then) / minutes
+    return (f"Footprint: {rate:.1f} REST requests a minute since this process started ({now['requests']:.0f} in "
+            f"all, {now['throttled']:.0f} answered 429: Databricks rate-limits per workspace); "
+            f"{now['statements']:.0f} SQL statements, {now['sql_seconds']:.0f} s of warehouse time, about "
+            f"{now['dbus']:.2f} DBU.")
+
+
+def landing_page(engine, footprint_text: str = "") -> str:
     now = time.time()
     rows = []
     for (workspace, collector), status in sorted(engine.status.items()):
@@ -128,6 +162,7 @@ def landing_page(engine) -> str:
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 10px;text-align:left}}
 .up{{color:#1a7f37}}.failing,.timed{{color:#cf222e}}.starting{{color:#9a6700}}</style></head>
 <body><h1>Databricks exporter</h1><p>version {html.escape(__version__)}</p>
+<p>{html.escape(footprint_text)}</p>
 <ul><li><a href="/metrics">/metrics</a></li><li><a href="/healthz">/healthz</a></li>
 <li><a href="/readyz">/readyz</a></li></ul>
 <h2>Collectors</h2><table><tr><th>workspace</th><th>collector</th><th>status</th><th>interval</th>

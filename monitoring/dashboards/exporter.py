@@ -99,6 +99,33 @@ def build():
         timeseries_panel("Time since the last system-table read", "s",
                          query(f"(time() - databricks_exporter_sql_last_refresh_timestamp_seconds{{{WS}}}) "
                                f"{WORKSPACE_NAME}", "{{workspace_name}} {{collector}}"), w=24),
+        row("What the exporter costs, and whether its counts hold"),
+        timeseries_panel("Estimated DBUs of the exporter's SQL by collector", "short",
+                         query(f"sum by (collector) (rate(databricks_exporter_sql_estimated_dbus_total{{{WS}}}{RATE})) "
+                               "* 3600", "{{collector}}"), stack=True, min_interval="15m",
+                         description="DBUs an hour: statement time times the DBU rate of one cluster of the "
+                                     "warehouse's size. A warehouse woken or kept awake only for the exporter costs "
+                                     "more: see its uptime on the SQL dashboard."),
+        timeseries_panel("Warehouse time of the exporter's SQL by collector", "percentunit",
+                         query(f"sum by (collector) "
+                               f"(rate(databricks_exporter_sql_query_duration_seconds_sum{{{WS}}}{RATE}))",
+                               "{{collector}}"), stack=True, min_interval="15m",
+                         description="Seconds of statements per second: the share of the time the exporter keeps "
+                                     "the warehouse busy."),
+        stat_panel("REST requests per second", "reqps",
+                   query(f"sum(rate(databricks_exporter_api_requests_total{{{WS}}}{RATE}))"), w=4, h=8,
+                   description="Databricks rate-limits REST calls per workspace and endpoint; 429 answers (see "
+                               "'REST requests by status') mean the exporter is over a limit."),
+        table_panel("Reconciliation with the system tables", "short",
+                    f"databricks_exporter_reconciliation_difference{{{WS}}} != 0",
+                    value="REST minus table", sort_by="REST minus table", w=10,
+                    description="Per closed hour, completed runs (queries) the exporter counted from the REST API "
+                                "minus those in job_run_timeline (query.history); only the disagreements are "
+                                "listed. Persisting for 15 minutes fires DatabricksReconciliationMismatch."),
+        stat_panel("Last reconciled period ended", "dateTimeFromNow",
+                   query(f"min(databricks_exporter_reconciled_until_timestamp_seconds{{{WS}}}){MS}"), w=10, h=8,
+                   description="A period is reconciled an hour after it closes, once counting covered all of it: "
+                               "the first one about two hours after the exporter starts."),
         row("Push sinks"),
         timeseries_panel("Pushes by sink and outcome", "cpm",
                          query("sum by (sink, outcome) (rate(databricks_exporter_push_total[$__rate_interval])) * 60",

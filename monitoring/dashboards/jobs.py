@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import (BAD_IF_ANY, JOB_DRILLDOWN, JOB_FAILURE_RATIO_1H, JOB_LAST_RUN_FAILED, JOB_NAME, MS, RATE,
+from .common import (BAD_IF_ANY, CURRENCY, JOB_DRILLDOWN, JOB_FAILURE_RATIO_1H, JOB_LAST_RUN_FAILED, JOB_NAME, MS, RATE,
                      WORKSPACE_NAME, WS, info_variable, new_dashboard, query, row, stat_panel, table_panel,
                      timeseries_panel)
 
@@ -82,6 +82,33 @@ def build():
                                "{{job_name}}"), w=24,
                          description="Task attempts after the first inside a run, and legacy RETRY runs, of the "
                                      "10 jobs retrying most (one-time runs under _one_time)."),
+        row("Cost of runs (system tables)"),
+        stat_panel("Failed runs cost today", CURRENCY,
+                   query(f"sum(workspace:databricks_job_run_cost_failed_today:sum{{{WS}}}) or vector(0)"),
+                   thresholds=[(None, "green"), (100, "orange")],
+                   description="List cost of today's usage by runs that ended FAILED, TIMEDOUT or INTERNAL_ERROR; "
+                               "over 100 fires DatabricksJobFailedRunSpendHigh. Billing arrives hours late."),
+        stat_panel("Repairs cost this month", CURRENCY,
+                   query(f'sum(databricks_job_run_repair_cost{{{WS}, period="month"}}) or vector(0)'),
+                   description="Usage billed after a run first ended: its repairs."),
+        stat_panel("Average cost per run", CURRENCY,
+                   query(f"sum(databricks_job_run_cost_per_run_sum{{{WS}}}) "
+                         f"/ (sum(databricks_job_run_cost_per_run_count{{{WS}}}) > 0)"),
+                   description="Over the runs the exporter has priced since it began counting (a run is priced "
+                               "once its billing has settled, 12 hours after it ended)."),
+        timeseries_panel("Cost of runs today by result", CURRENCY,
+                         query(f'sum by (result_state) (databricks_job_run_cost{{{WS}, period="day"}})',
+                               "{{result_state}}"), stack=True, w=6,
+                         description="UNKNOWN is the all-purpose bucket: all-purpose cluster hours that ran job "
+                                     "runs (billing names no run there). RUNNING: not ended yet."),
+        table_panel("Cost of failed runs today by job", CURRENCY,
+                    f'topk(20, sum by (workspace_id, job_id) (databricks_job_run_cost{{{WS}, period="day", '
+                    f'result_state=~"FAILED|TIMEDOUT|INTERNAL_ERROR"}})) {JOB_NAME}',
+                    value="failed cost", links={"job_name": JOB_DRILLDOWN}, sort_by="failed cost", w=9),
+        table_panel("Cost of repairs this month by job", CURRENCY,
+                    f'topk(20, sum by (workspace_id, job_id) (databricks_job_run_repair_cost{{{WS}, '
+                    f'period="month"}})) {JOB_NAME}',
+                    value="repair cost", links={"job_name": JOB_DRILLDOWN}, sort_by="repair cost", w=9),
         row("Job: ${job:text}"),
         stat_panel("Last success", "dateTimeFromNow",
                    query(f"max(databricks_job_last_success_timestamp_seconds{{{JOB}}}){MS}")),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import (RATE, WAREHOUSE_NAME, WS, info_variable, new_dashboard, query, row, stat_panel, table_panel,
+from .common import (CURRENCY, RATE, WAREHOUSE_NAME, WS, info_variable, new_dashboard, query, row, stat_panel, table_panel,
                      timeseries_panel)
 
 UID = "databricks-sql"
@@ -53,6 +53,28 @@ def build():
                          query(f"databricks_warehouse_max_clusters{{{WH}}} {WAREHOUSE_NAME}",
                                "{{warehouse_name}} max"),
                          description="A warehouse at its maximum queues the queries it cannot place."),
+        row("Uptime and idle cost (system tables)"),
+        timeseries_panel("Warehouse uptime and idle time (1h)", "s",
+                         query(f"workspace_warehouse:databricks_warehouse_running_seconds:increase1h{{{WH}}} "
+                               f"{WAREHOUSE_NAME}", "{{warehouse_name}} running"),
+                         query(f"workspace_warehouse:databricks_warehouse_idle_seconds:increase1h{{{WH}}} "
+                               f"{WAREHOUSE_NAME}", "{{warehouse_name}} idle"),
+                         description="Seconds running, and running with no query in flight for 5 minutes, in the "
+                                     "last hour the exporter has counted: from system.compute.warehouse_events and "
+                                     "system.query.history, counted once the history has settled (two hours late "
+                                     "by default)."),
+        timeseries_panel("Cluster-seconds (1h)", "s",
+                         query(f"workspace_warehouse:databricks_warehouse_cluster_seconds:increase1h{{{WH}}} "
+                               f"{WAREHOUSE_NAME}", "{{warehouse_name}}"), stack=True,
+                         description="Running seconds times the warehouse's cluster count: what it is billed for."),
+        table_panel("Idle cost by warehouse (1h)", CURRENCY,
+                    f"workspace_warehouse:databricks_warehouse_idle_cost:increase1h{{{WH}}} {WAREHOUSE_NAME}",
+                    value="idle cost", sort_by="idle cost",
+                    description="List cost of idle cluster-seconds in the last counted hour; over 5 fires "
+                                "DatabricksWarehouseIdleSpend."),
+        timeseries_panel("Starts, stops and scaling (1h)", "short",
+                         query(f"sum by (event_type) (workspace_warehouse:databricks_warehouse_events:increase1h"
+                               f"{{{WH}}})", "{{event_type}}"), stack=True, decimals=0),
         row("Queries"),
         timeseries_panel("Queries by status", "cpm",
                          query(f"sum by (status) (rate(databricks_queries_total{{{WH}}}{RATE})) * 60", "{{status}}"),

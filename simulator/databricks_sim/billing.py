@@ -292,6 +292,7 @@ class BillingModel:
             billable = billables[key]
             records = self._records(billable, hour, quantity)
             rows.extend(records)
+            self._ledger(billable, hour, quantity)
             entry = sums.setdefault((billable.key, hour // DAY_MS, self.price_at(billable.sku, hour)),
                                     [billable, ZERO, 0, False])
             entry[1] += quantity
@@ -306,6 +307,14 @@ class BillingModel:
         self._undrained.append(UsageRow(_uuid(self.ws.seed, billable.key, start, end), billable, start, end, quantity,
                                         "ORIGINAL", visible))
         self._account(billable, start // DAY_MS, quantity, self.price_at(billable.sku, start), visible, False)
+        self._ledger(billable, start, quantity)
+
+    def _ledger(self, billable: Billable, start: int, quantity: Decimal) -> None:
+        """What a record of a job run or an all-purpose cluster costs, into the ledger (the truth of run costs)."""
+        if billable.meta.get("job_run_id") or billable.product == "ALL_PURPOSE":
+            self.ws.ledger.usage_priced(billable.key, start, quantity * self.price_at(billable.sku, start),
+                                        job_run_id=billable.meta.get("job_run_id"),
+                                        cluster_id=billable.meta.get("cluster_id"))
 
     def _records(self, billable: Billable, hour: int, quantity: Decimal) -> list[UsageRow]:
         end = hour + HOUR_MS
@@ -393,9 +402,12 @@ class BillingModel:
             if run.start_ms >= b:
                 break
             job = run.job
-            if job.compute == "existing" or run.life_cycle == "SKIPPED" or run.end_ms <= a:
+            if job.compute == "existing" or run.life_cycle == "SKIPPED" or run.latest_end_ms() <= a:
                 continue
-            add(self._job_billable(job, run), run.exec_start_ms, run.end_ms, self._job_rate(job))
+            billable, rate = self._job_billable(job, run), self._job_rate(job)
+            add(billable, run.exec_start_ms, run.end_ms, rate)
+            for repair in run.repairs:      # a repair re-runs tasks on the run's compute, billed to the same run
+                add(billable, repair.start_ms, repair.end_ms, rate)
         for cluster in ws.clusters:
             if cluster.spec.source == "SQL":
                 continue

@@ -966,7 +966,8 @@ class JobSet:
 
     def _readable_run(self, now: int, run_id: int) -> Run:
         run = self.by_id.get(run_id)
-        if run is None or run.start_ms > now:
+        if run is None or run.start_ms > now or not self.ws.scenarios.apply("run_listed", run.start_ms, True, run,
+                                                                            now):
             raise legacy_does_not_exist(f"Run {run_id} does not exist.")
         return run
 
@@ -1036,6 +1037,8 @@ class JobSet:
                 continue
             done = not run.active_at(now)
             if (active_only and done) or (completed_only and not done):
+                continue
+            if not self.ws.scenarios.apply("run_listed", run.start_ms, True, run, now):
                 continue
             if skip:
                 skip -= 1

@@ -149,7 +149,9 @@ class WarehouseLoad:
                     return      # stopped with no known restart yet: look again once time has moved on
                 self.next_ms = running
                 continue
-            self._append(self._make(t, clusters))
+            query = self._make(t, clusters)       # drawn even when dropped, so later queries stay the same
+            if w.ws.scenarios.apply("warehouse_query", t, True, w):
+                self._append(query)
             hour_of_day = t % (24 * HOUR_MS) // HOUR_MS
             busy = 1.0 if 8 <= hour_of_day < 18 else 0.45
             per_ms = self.rate_per_cluster * w.ws.query_rate * max(clusters, 1) * busy / MINUTE_MS

@@ -10,8 +10,9 @@ A scenario is one small class registered with @scenario. Where the simulator mak
 scenarios to change it: `ws.scenarios.apply(hook, at_ms, value, *context)` passes `value` through the method named
 `hook` of every scenario whose window covers `at_ms`. Hooks today: job_outcome (jobs.py, a run's planned
 outcome), node_minute (sql.py, a row of system.compute.node_timeline), expectation_fail_rate and flow_metrics
-(pipelines.py, a flow_progress batch), billing (billing.py, records to add to system.billing.usage), and
-table_write (tables.py, whether a Delta table's writer commits in its slot). A new
+(pipelines.py, a flow_progress batch), billing (billing.py, records to add to system.billing.usage),
+table_write (tables.py, whether a Delta table's writer commits in its slot), warehouse_query (queries.py, whether
+a query that arrives at a warehouse is kept), and run_listed (workspace.py, whether runs/list and runs/get show a run). A new
 scenario adds a class, and at most one apply() call where its data is made.
 
 Determinism: targets are drawn from the seed (among the entities that qualify when the scenario starts), and a
@@ -22,6 +23,7 @@ Everything a scenario changes flows through the normal generators, so /simulator
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import random
 from dataclasses import dataclass, field
@@ -343,3 +345,85 @@ class PermissionChange(Scenario):
                   targetGroupName="admins", targetUserName="eli.novak@example.com"),
             event("permissions", "changePermissions", 200, "eli.novak@example.com", "198.51.100.23",
                   objectType="jobs", objectId="1001", accessControlList="users:CAN_MANAGE")]
+# ------------------------------------------------------------------------------------ cost scenarios (issue 13)
+
+@scenario
+class FailedRunSpend(Scenario):
+    name = "failed_run_spend"
+    summary = ("A frequently scheduled job's runs all fail after burning a runaway cluster's worth of DBUs; each "
+               "failed run's usage lands in system.billing.usage as soon as the run ends.")
+    DBUS_PER_RUN = Decimal(600)       # over 100 USD at any jobs list price: one failed run crosses the default threshold
+
+    def pick(self, ws, rng, now_ms, taken):
+        # Quick runs on their own compute, so a failed run ends (and is billed) within minutes of the start.
+        candidates = [j for j in ws.jobs if j.scheduled and j.period_min <= 5 and j.compute != "existing"
+                      and str(j.job_id) not in taken and _last_finished(j, now_ms) == "SUCCESS"]
+        if not candidates:
+            raise ApiError(409, "INVALID_STATE", "No frequently scheduled job on its own compute works now.")
+        job = min(candidates, key=lambda j: (sum(t.median_ms for t in j.tasks) + sum(j.launch_range_s) * 500,
+                                             j.job_id))
+        return {"job_ids": [str(job.job_id)]}
+
+    def job_outcome(self, window, outcome, job):
+        return "FAILED" if str(job.job_id) in window.targets["job_ids"] else outcome
+
+    def billing(self, window, rows, model):
+        """One record per failed run of the job that started in the window and has ended, visible at its end."""
+        billed = window.state.setdefault("billed", set())
+        now = model.ws.now_ms()             # the world is generated up to now when billing advances
+        extra = []
+        for job in model.ws.jobs:
+            if str(job.job_id) not in window.targets["job_ids"]:
+                continue
+            for run in reversed(job.runs):
+                if run.start_ms <= window.start_ms:
+                    break
+                if run.result == "FAILED" and run.end_ms <= now and run.run_id not in billed:
+                    billed.add(run.run_id)
+                    extra.append((model._job_billable(job, run), run.exec_start_ms, run.end_ms,
+                                  self.DBUS_PER_RUN, run.end_ms))
+        return rows + extra
+
+
+@scenario
+class IdleWarehouse(Scenario):
+    name = "idle_warehouse"
+    summary = ("Every client of one running classic SQL warehouse goes away, but its long auto-stop keeps it running "
+               "(and billed) with no query at all.")
+
+    def pick(self, ws, rng, now_ms, taken):
+        from .billing import WAREHOUSE_DBU
+
+        candidates = []
+        for w in ws.warehouses:
+            _, state, clusters, _, _ = w.state_at(now_ms)
+            i = bisect.bisect_right(w.transition_ts, now_ms)
+            stops = [t[0] for t in w.transitions[i:] if t[1] == "STOPPING"]
+            if (not w.serverless and state == "RUNNING" and stops and stops[0] > now_ms + HOUR_MS
+                    and w.id not in taken):
+                candidates.append((WAREHOUSE_DBU[w.cluster_size] * clusters, w.id))
+        if not candidates:
+            raise ApiError(409, "INVALID_STATE", "No classic SQL warehouse is running for another hour right now.")
+        return {"warehouse_ids": [max(candidates)[1]]}
+
+    def warehouse_query(self, window, keep, warehouse):
+        return keep and warehouse.id not in window.targets["warehouse_ids"]
+
+
+@scenario
+class ReconciliationGap(Scenario):
+    name = "reconciliation_gap"
+    summary = ("The Jobs API hides the runs of two frequently scheduled jobs from runs/list and runs/get until "
+               "20 minutes after they end (a lagging replica, say); system.lakeflow.job_run_timeline has them all.")
+    JOBS = 2
+    HIDDEN_AFTER_END_MS = 20 * 60 * 1000
+
+    def pick(self, ws, rng, now_ms, taken):
+        # Frequent and quick, so that hidden runs end within minutes of the start.
+        frequent = sorted((j for j in ws.jobs if j.scheduled and j.period_min <= 5 and str(j.job_id) not in taken),
+                          key=lambda j: (j.period_min, sum(t.median_ms for t in j.tasks), j.job_id))
+        return {"job_ids": sorted(str(j.job_id) for j in frequent[:self.JOBS])}
+
+    def run_listed(self, window, listed, run, now_ms):
+        hidden = str(run.job.job_id) in window.targets["job_ids"] and now_ms < run.end_ms + self.HIDDEN_AFTER_END_MS
+        return listed and not hidden

@@ -270,6 +270,7 @@ class SimulatorServer:
             route("GET", "/api/2.0/sql/history/queries", self._query_history),
             route("GET", "/simulator/sql-statements", self._sql_statements, authenticated=False),
             route("GET", "/simulator/truth", self._truth, authenticated=False),
+            route("GET", "/simulator/truth/warehouse-usage", self._warehouse_usage_truth, authenticated=False),
             route("POST", "/simulator/pause", self._pause, authenticated=False),
             route("POST", "/simulator/resume", self._resume, authenticated=False),
             route("GET", "/simulator/stats", self._stats_view, authenticated=False),
@@ -618,6 +619,17 @@ class SimulatorServer:
             raise invalid_parameter("since must be epoch seconds") from None
         truth = self.workspace.truth(since_s)
         return Response(200, {**truth, **self.sql.truth(int(truth["since"] * 1000))})
+
+    def _warehouse_usage_truth(self, request: Request) -> Response:
+        """Uptime, events and idleness of every warehouse over [start, end) (epoch seconds); idle once no query has
+        been in flight for `grace` seconds (default 0)."""
+        try:
+            start, end = float(request.text("start")), float(request.text("end"))
+            grace = float(request.text("grace") or 0)
+        except (TypeError, ValueError):
+            raise invalid_parameter("start and end (and grace) must be seconds") from None
+        return Response(200, {"warehouses": self.sql.warehouse_usage_truth(int(start * 1000), int(end * 1000),
+                                                                           int(grace * 1000))})
 
     def _statement_execute(self, request: Request) -> Response:
         return Response(200, execute_statement_request(self.sql, request.json(), self._principal_name(request)))

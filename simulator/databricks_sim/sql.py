@@ -36,6 +36,9 @@ from .tables import CATALOG as TABLES_CATALOG
 from .tables import DeltaTables, SqlTableError, answer
 from .clusters import spark_node
 from .common import DAY_MS, HOUR_MS, MINUTE_MS, ApiError, digest, does_not_exist, invalid_parameter, sql_timestamp
+from .timeline import COLUMNS as JOB_RUN_TIMELINE_COLUMNS
+from .timeline import RunTimeline, run_cost_truth
+from .warehouse_events import VISIBLE_AFTER_MS, usage_truth, warehouse_events
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +129,7 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("operation_status", "STRING"), ("operation_metrics", "MAP<STRING, STRING>"), ("usage_unit", "STRING"),
         ("usage_quantity", "DECIMAL(38,18)"),
     ],
+    "lakeflow.job_run_timeline": JOB_RUN_TIMELINE_COLUMNS,
 }
 DECIMAL_PRODUCT = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
 
@@ -149,7 +153,7 @@ class SystemTables:
 
     def __init__(self, ws, billing: BillingModel, queries: QueryLog, delta: DeltaTables,
                  node_lag_ms: int = 3 * MINUTE_MS, node_retention_ms: int = HOUR_MS,
-                 history_lag_ms: int = 10 * MINUTE_MS):
+                 history_lag_ms: int = 10 * MINUTE_MS, timeline: RunTimeline | None = None):
         # duckdb is loaded late, on purpose: it is heavy and only this path needs it.
         import duckdb
         import sqlglot  # noqa: F401  (fail here, at first use, when the simulator's SQL extras are missing)
@@ -157,11 +161,12 @@ class SystemTables:
         self.ws, self.billing, self.queries, self.delta = ws, billing, queries, delta
         self.node_lag_ms, self.node_retention_ms, self.history_lag_ms = node_lag_ms, node_retention_ms, \
             history_lag_ms
+        self.timeline = timeline or RunTimeline(ws)
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute(f"ATTACH ':memory:' AS {SIM_CATALOG}")
         self._duck_types = {}
-        for schema in ("raw", "billing", "compute", "query", "serving", "access", "storage"):
+        for schema in ["raw"] + sorted({name.split(".")[0] for name in TABLES}):
             self.con.execute(f"CREATE SCHEMA {SIM_CATALOG}.{schema}")
         # sqlglot is loaded late, on purpose: it is heavy and only this path needs it.
         from sqlglot import exp
@@ -211,6 +216,7 @@ class SystemTables:
             nodes = self._node_rows(now_ms)
             events = self._warehouse_event_rows(now_ms)
             history = self._history_rows(now_ms)
+            run_slices = self.timeline.rows(now_ms)
             self.delta.advance(now_ms)
             table_rows = self.delta.drain_rows()
             activity = [stream.drain(now_ms) for stream in ws.activity]
@@ -220,6 +226,7 @@ class SystemTables:
         self._insert("compute_node_timeline", nodes)
         self._insert("compute_warehouse_events", events)
         self._insert("query_history", history)
+        self._insert("lakeflow_job_run_timeline", run_slices)
         for name, rows in table_rows.items():
             self._insert_table_rows(name, rows)
         for drained in activity:
@@ -401,20 +408,10 @@ class SystemTables:
         for w in self.ws.warehouses:
             done = self._events_done.get(w.id, 0)
             hi = bisect.bisect_right(w.transition_ts, now_ms)
-            previous = w.transitions[done - 1] if done else None
-            for t in w.transitions[done:hi]:
-                ts, state, clusters = t[0], t[1], t[2]
-                if previous is not None and previous[1] == state:
-                    if state != "RUNNING" or previous[2] == clusters:
-                        previous = t
-                        continue
-                    event = "SCALED_UP" if clusters > previous[2] else "SCALED_DOWN"
-                else:
-                    event = state
+            for ts, event_type, clusters in warehouse_events(w, done, hi):
                 rows.append({"account_id": self.ws.account_id, "workspace_id": str(self.ws.workspace_id),
-                             "warehouse_id": w.id, "event_type": event, "cluster_count": clusters,
-                             "event_time": ts, "_visible_at": ts + MINUTE_MS})
-                previous = t
+                             "warehouse_id": w.id, "event_type": event_type, "cluster_count": clusters,
+                             "event_time": ts, "_visible_at": ts + VISIBLE_AFTER_MS})
             self._events_done[w.id] = hi
         return rows
 
@@ -659,13 +656,16 @@ class SqlService:
     LONG_POLL_S = 1.0
 
     def __init__(self, ws, billing_lag_seconds: float = 7200, billing_history_days: int = 40,
-                 chunk_rows: int = 10_000, node_lag_seconds: float = 180):
+                 chunk_rows: int = 10_000, node_lag_seconds: float = 180, timeline_lag_seconds: float = 600,
+                 history_lag_seconds: float = 600):
         self.ws = ws
         self.queries = QueryLog(ws)
         self.billing = BillingModel(ws, lag_ms=int(billing_lag_seconds * 1000), history_days=billing_history_days)
         self.chunk_rows = chunk_rows
         self.delta = DeltaTables(ws)
         self.node_lag_ms = int(node_lag_seconds * 1000)
+        self.history_lag_ms = int(history_lag_seconds * 1000)
+        self.timeline = RunTimeline(ws, lag_ms=int(timeline_lag_seconds * 1000))
         self._tables: SystemTables | None = None
         self._engine_lock = threading.Lock()
         self._lock = threading.Lock()
@@ -675,7 +675,8 @@ class SqlService:
     @property
     def tables(self) -> SystemTables:
         if self._tables is None:
-            self._tables = SystemTables(self.ws, self.billing, self.queries, self.delta, node_lag_ms=self.node_lag_ms)
+            self._tables = SystemTables(self.ws, self.billing, self.queries, self.delta, node_lag_ms=self.node_lag_ms,
+                                        history_lag_ms=self.history_lag_ms, timeline=self.timeline)
         return self._tables
 
     def revoke_select(self, full_name: str, revoked: bool = True) -> None:
@@ -815,7 +816,13 @@ class SqlService:
             now = self.ws.now_advanced()
             self.queries.extend(now)
             self.billing.advance(now)
-            return {"billing": self.billing.truth(now), "queries": self.ws.ledger.queries(since_ms, now)}
+            return {"billing": self.billing.truth(now), "queries": self.ws.ledger.queries(since_ms, now),
+                    "job_run_cost": run_cost_truth(self.ws, now)}
+
+    def warehouse_usage_truth(self, start_ms: int, end_ms: int, grace_ms: int = 0) -> dict:
+        with self.ws.lock:
+            self.queries.extend(self.ws.now_advanced())
+            return usage_truth(self.ws, self.queries, self.billing, start_ms, end_ms, grace_ms)
 
     def list_history(self, **kwargs) -> dict:
         with self.ws.lock:

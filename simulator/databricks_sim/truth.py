@@ -72,6 +72,8 @@ class Ledger:
         self._billed: dict[str, dict[str, BilledDay]] = {}    # workspace_id -> YYYY-MM-DD -> day
         # Serving traffic, audit events, predictive optimization: domain -> (at_ms, visible_ms, key, amount).
         self._activity: dict[str, _Entries] = {}
+        # (billable key, usage start) -> [what it is attributed to, list cost], for job runs and all-purpose clusters
+        self._priced_usage: dict[tuple[str, int], list] = {}
 
     # -- recording (called by the domain models)
 
@@ -126,6 +128,16 @@ class Ledger:
                 _bump(table, key, cost)
         for name, value in tags.items():
             _bump(billed.by_tag.setdefault(name, {}), value, cost)
+
+    def usage_priced(self, key: str, start_ms: int, cost: Decimal, *, job_run_id: str | None,
+                     cluster_id: str | None) -> None:
+        """List cost of one usage record of a job run or an all-purpose cluster (what runs cost: timeline.py)."""
+        entry = self._priced_usage.setdefault((key, start_ms), [{"job_run_id": job_run_id, "cluster_id": cluster_id},
+                                                                Decimal(0)])
+        entry[1] += cost
+
+    def priced_usage(self) -> dict[tuple[str, int], list]:
+        return self._priced_usage
 
     # -- windows (the truth endpoint's shapes)
 

@@ -2,8 +2,8 @@
 
 # Importing a collector module registers it.
 from . import (  # noqa: F401
-    audit, billing, clusters, custom, jobs, maintenance, pipelines, queries, serving, serving_usage, tables,
-    utilization, warehouses,
+    audit, billing, clusters, custom, job_costs, jobs, maintenance, pipelines, queries, reconciliation, serving,
+    serving_usage, tables, utilization, warehouse_usage, warehouses,
 )
 from .base import COLLECTORS, Collector
 

@@ -138,6 +138,23 @@ class Cursor:
         self.state["seen"] = {k: ts for k, ts in self.state["seen"].items() if ts >= watermark}
 
 
+TALLY_SECONDS = 60               # the tallies' granularity: periods of reconciliation are whole minutes
+TALLY_KEEP_SECONDS = 4 * 3600    # a period is reconciled about an hour after it closes
+
+
+def tally(state: dict, ended: float, key: str) -> None:
+    """Count one completed item (by its end, epoch seconds) under `key` in the state's per-minute tallies, which
+    the reconciliation collector compares with the system tables. Kept in the collector's state, so they are
+    committed, persisted and counted exactly once with its counters; tallies older than TALLY_KEEP_SECONDS go."""
+    tallies = state.setdefault("tallies", {})
+    minute = int(ended // TALLY_SECONDS * TALLY_SECONDS)
+    counts = tallies.setdefault(str(minute), {})
+    counts[key] = counts.get(key, 0) + 1
+    newest = max(int(k) for k in tallies)
+    for old in [k for k in tallies if int(k) < newest - TALLY_KEEP_SECONDS]:
+        del tallies[old]
+
+
 class Skip:
     """Whether the item of a skipped_if_forbidden block was skipped."""
 

@@ -11,7 +11,7 @@ from .. import metrics as m
 from ..cycle import Cycle
 from ..sources.errors import NotFound
 from .base import (
-    Collector, Cursor, NameFilter, forbidden_among, register, skipped_if_forbidden, with_forbidden,
+    Collector, Cursor, NameFilter, forbidden_among, register, skipped_if_forbidden, tally, with_forbidden,
 )
 
 log = logging.getLogger(__name__)
@@ -390,6 +390,8 @@ class JobsCycle:
         c, cycle = self.c, self.cycle
         result = run_result(run)
         cycle.inc(m.JOB_RUNS, job_id=label, result_state=result, trigger=run.get("trigger") or "")
+        # What reconciliation compares with job_run_timeline: every end counted, the first and each repair's.
+        tally(self.state, (run.get("end_time") or 0) / 1000, f"{label}\t{result}")
         cycle.observe(m.JOB_RUN_DURATION, run_duration_seconds(run), job_id=label)
         cycle.observe(m.JOB_RUN_QUEUE_DURATION, (run.get("queue_duration") or 0) / 1000.0, job_id=label)
         cycle.inc(m.JOB_RUN_RETRIES, retries(run), job_id=label)

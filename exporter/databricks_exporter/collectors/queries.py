@@ -8,7 +8,7 @@ import itertools
 
 from .. import metrics as m
 from ..cycle import Cycle
-from .base import Collector, Cursor, enum_name, register
+from .base import Collector, Cursor, enum_name, register, tally
 
 TERMINAL = ("FINISHED", "FAILED", "CANCELED")
 QUEUED = ("QUEUED",)
@@ -86,6 +86,9 @@ class QueriesCollector(Collector):
                     cursor.mark(query_id, started)
                     if (query.get("query_end_time_ms") or now_ms) >= since_ms:
                         self._count(cycle, query, status)
+                        warehouse_id = query.get("warehouse_id") or query.get("endpoint_id") or ""
+                        tally(state, (query.get("query_end_time_ms") or now_ms) / 1000,
+                                   f"{warehouse_id}\t{status}")
                 return started
             # Still going: followed until it ends, and shown as active now.
             if query_id in pending or cursor.is_new(query_id):

@@ -35,6 +35,11 @@ RETRY_DELAY_SECONDS = 2.0
 CONNECTOR_RETRY_SECONDS = 120
 
 
+# DBUs per cluster-hour of a SQL warehouse by size (Databricks' published rates).
+DBU_PER_CLUSTER_HOUR = {"2X-Small": 4, "X-Small": 6, "Small": 12, "Medium": 24, "Large": 40, "X-Large": 80,
+                        "2X-Large": 144, "3X-Large": 272, "4X-Large": 528}
+
+
 class SqlUnavailable(errors.SourceError):
     """The SQL source cannot be used: no warehouse configured."""
 
@@ -93,6 +98,8 @@ class SqlSource:
         self._lock = threading.Lock()
         self._connection = None
         self._endpoint: Endpoint | None = None
+        # DBUs an hour of one cluster of the warehouse, once described: what its statements cost, roughly.
+        self.dbu_per_hour = 0.0
 
     # -- the warehouse
 
@@ -112,6 +119,7 @@ class SqlSource:
             raise SqlUnavailable("no SQL warehouse configured: set workspaces[].warehouse_id (or "
                                  "DATABRICKS_WAREHOUSE_ID)")
         warehouse = self.rest.warehouse(self.warehouse_id)
+        self.dbu_per_hour = DBU_PER_CLUSTER_HOUR.get(warehouse.get("cluster_size") or "", 0.0)
         odbc = warehouse.get("odbc_params") or {}
         host = odbc.get("hostname") or urlparse(self.rest.host).hostname
         self._endpoint = Endpoint(host, int(odbc.get("port") or 443),
