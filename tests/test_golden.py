@@ -118,7 +118,8 @@ def normalise(text: str) -> str:
         sample = SAMPLE.match(line)
         if sample:
             name, labels, value = sample.group("name", "labels", "value")
-            value = TIMED_VALUES.get(name, value)
+            # Sums of doubles come back in whatever order the warehouse's threads added them: the last bits vary.
+            value = TIMED_VALUES.get(name) or f"{float(value):.12g}"
             for label, placeholder in MACHINE_LABELS.get(name, {}).items():
                 labels = re.sub(rf'\b{label}="(?:[^"\\]|\\.)*"', f'{label}="{placeholder}"', labels)
             line = f"{name}{labels or ''} {value}"
