@@ -96,6 +96,9 @@ def test_every_sql_statement_the_exporter_sends_runs_on_the_simulator(server, wa
     job_costs = collector("job_costs", workspace, clock)
     usage = collector("warehouse_usage", workspace, clock)
     reconciliation = collector("reconciliation", workspace, clock)
+    audit = collector("audit", workspace, clock)
+    serving_usage = collector("serving_usage", workspace, clock)
+    maintenance = collector("predictive_optimization", workspace, clock)
     ws = workspace.workspace_id
     hour_ago = clock() - 3600
     statements = {
@@ -120,6 +123,12 @@ def test_every_sql_statement_the_exporter_sends_runs_on_the_simulator(server, wa
         "reconciliation.table_statement(queries)": reconciliation.table_statement("queries", ws, hour_ago - 3600,
                                                                                   hour_ago),
         "reconciliation.check_statement": reconciliation.check_statement(),
+        "audit.rows_statement": audit.rows_statement(clock() - 86400),
+        "audit.check_statement": audit.check_statement(),
+        "serving_usage.rows_statement": serving_usage.rows_statement(clock() - 86400),
+        "serving_usage.check_statement": serving_usage.check_statement(),
+        "predictive_optimization.rows_statement": maintenance.rows_statement(clock() - 3 * 86400),
+        "predictive_optimization.check_statement": maintenance.check_statement(),
     }
     builders = {f"{name}.{attr}" for name, spec in COLLECTORS.items() if issubclass(spec, SystemTableCollector)
                 for attr, member in inspect.getmembers(spec, inspect.isfunction) if attr.endswith("_statement")}
